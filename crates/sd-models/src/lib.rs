@@ -1,0 +1,1 @@
+//! Stable Diffusion models in Burn (in progress).
