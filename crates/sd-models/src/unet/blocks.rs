@@ -1,0 +1,199 @@
+//! The UNet's down, mid and up blocks (diffusers `unet_2d_blocks`): `CrossAttnDownBlock2D`,
+//! `DownBlock2D`, `UNetMidBlock2DCrossAttn`, `CrossAttnUpBlock2D`, `UpBlock2D`.
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+use super::transformer::{Transformer2DModel, TransformerSpec};
+use crate::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
+
+/// Shared shape parameters of a block.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockSpec {
+    pub temb: usize,
+    pub groups: usize,
+    pub eps: f64,
+}
+
+/// A down block: resnets (each followed by a spatial transformer in the cross-attention variant),
+/// then an optional stride-2 downsampler. Every intermediate output is kept as a skip connection.
+#[derive(Module, Debug)]
+pub struct DownBlock2D {
+    pub resnets: Vec<ResnetBlock2D>,
+    pub attentions: Vec<Transformer2DModel>,
+    pub downsamplers: Vec<Downsample2D>,
+}
+
+/// `CrossAttnDownBlock2D` or `DownBlock2D` (which is the same without `attentions`).
+#[derive(Module, Debug)]
+pub enum DownBlock {
+    CrossAttn(DownBlock2D),
+    Plain(DownBlock2D),
+}
+
+impl DownBlock {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cin: usize,
+        cout: usize,
+        layers: usize,
+        transformer: Option<TransformerSpec>,
+        downsample: bool,
+        padding: usize,
+        s: BlockSpec,
+        device: &Device,
+    ) -> Self {
+        let block = DownBlock2D {
+            resnets: (0..layers)
+                .map(|i| {
+                    let c = if i == 0 { cin } else { cout };
+                    ResnetBlock2D::new(c, cout, Some(s.temb), s.groups, s.eps, device)
+                })
+                .collect(),
+            attentions: transformer
+                .map(|t| (0..layers).map(|_| Transformer2DModel::new(t, device)).collect())
+                .unwrap_or_default(),
+            downsamplers: if downsample {
+                vec![Downsample2D::new(cout, padding, device)]
+            } else {
+                vec![]
+            },
+        };
+        if transformer.is_some() {
+            Self::CrossAttn(block)
+        } else {
+            Self::Plain(block)
+        }
+    }
+
+    /// Runs the block, pushing each intermediate output onto `skips`.
+    pub fn forward(
+        &self,
+        mut x: Tensor<4>,
+        temb: &Tensor<2>,
+        context: &Tensor<3>,
+        skips: &mut Vec<Tensor<4>>,
+    ) -> Tensor<4> {
+        let (Self::CrossAttn(b) | Self::Plain(b)) = self;
+        for (i, resnet) in b.resnets.iter().enumerate() {
+            x = resnet.forward(x, Some(temb));
+            if let Some(attn) = b.attentions.get(i) {
+                x = attn.forward(x, context);
+            }
+            skips.push(x.clone());
+        }
+        for down in &b.downsamplers {
+            x = down.forward(x);
+            skips.push(x.clone());
+        }
+        x
+    }
+}
+
+/// An up block: each resnet takes the running features concatenated with one skip connection.
+#[derive(Module, Debug)]
+pub struct UpBlock2D {
+    pub resnets: Vec<ResnetBlock2D>,
+    pub attentions: Vec<Transformer2DModel>,
+    pub upsamplers: Vec<Upsample2D>,
+}
+
+/// `CrossAttnUpBlock2D` or `UpBlock2D`.
+#[derive(Module, Debug)]
+pub enum UpBlock {
+    CrossAttn(UpBlock2D),
+    Plain(UpBlock2D),
+}
+
+impl UpBlock {
+    /// `prev`: channels coming from below; `skip_in`: channels of the last skip this block takes;
+    /// each resnet `i` gets `[running ‖ skip]` channels as diffusers wires them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        prev: usize,
+        skip_in: usize,
+        cout: usize,
+        layers: usize,
+        transformer: Option<TransformerSpec>,
+        upsample: bool,
+        s: BlockSpec,
+        device: &Device,
+    ) -> Self {
+        let block = UpBlock2D {
+            resnets: (0..layers)
+                .map(|i| {
+                    let skip = if i == layers - 1 { skip_in } else { cout };
+                    let running = if i == 0 { prev } else { cout };
+                    ResnetBlock2D::new(running + skip, cout, Some(s.temb), s.groups, s.eps, device)
+                })
+                .collect(),
+            attentions: transformer
+                .map(|t| (0..layers).map(|_| Transformer2DModel::new(t, device)).collect())
+                .unwrap_or_default(),
+            upsamplers: if upsample {
+                vec![Upsample2D::new(cout, device)]
+            } else {
+                vec![]
+            },
+        };
+        if transformer.is_some() {
+            Self::CrossAttn(block)
+        } else {
+            Self::Plain(block)
+        }
+    }
+
+    pub fn num_resnets(&self) -> usize {
+        let (Self::CrossAttn(b) | Self::Plain(b)) = self;
+        b.resnets.len()
+    }
+
+    /// Consumes skips from the end of `skips`; upsamples to `upsample_size` (the next skip's size).
+    pub fn forward(
+        &self,
+        mut x: Tensor<4>,
+        temb: &Tensor<2>,
+        context: &Tensor<3>,
+        skips: &mut Vec<Tensor<4>>,
+        upsample_size: Option<[usize; 2]>,
+    ) -> Tensor<4> {
+        let (Self::CrossAttn(b) | Self::Plain(b)) = self;
+        for (i, resnet) in b.resnets.iter().enumerate() {
+            let skip = skips.pop().expect("the UNet pushes one skip per up-block resnet");
+            x = resnet.forward(Tensor::cat(vec![x, skip], 1), Some(temb));
+            if let Some(attn) = b.attentions.get(i) {
+                x = attn.forward(x, context);
+            }
+        }
+        for up in &b.upsamplers {
+            x = up.forward(x, upsample_size);
+        }
+        x
+    }
+}
+
+/// `UNetMidBlock2DCrossAttn`: resnet, then (transformer, resnet) pairs.
+#[derive(Module, Debug)]
+pub struct MidBlock2DCrossAttn {
+    pub resnets: Vec<ResnetBlock2D>,
+    pub attentions: Vec<Transformer2DModel>,
+}
+
+impl MidBlock2DCrossAttn {
+    pub fn new(channels: usize, transformer: TransformerSpec, s: BlockSpec, device: &Device) -> Self {
+        Self {
+            resnets: (0..2)
+                .map(|_| ResnetBlock2D::new(channels, channels, Some(s.temb), s.groups, s.eps, device))
+                .collect(),
+            attentions: vec![Transformer2DModel::new(transformer, device)],
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>, temb: &Tensor<2>, context: &Tensor<3>) -> Tensor<4> {
+        let mut x = self.resnets[0].forward(x, Some(temb));
+        for (attn, resnet) in self.attentions.iter().zip(&self.resnets[1..]) {
+            x = resnet.forward(attn.forward(x, context), Some(temb));
+        }
+        x
+    }
+}
