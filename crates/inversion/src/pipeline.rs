@@ -1,0 +1,223 @@
+//! `Pipeline`: the loaded models of one diffusers folder, and the steps every algorithm is made of
+//! (encode an image, embed prompts, one guided UNet evaluation, decode).
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use ddim::{DdimSchedule, SchedulerConfig};
+use sd_models::clip::{ClipTextModel, ClipTokenizer};
+use sd_models::unet::{UNet2DConditionModel, UNetConfig};
+use sd_models::vae::{AutoencoderKL, VaeConfig};
+
+use crate::error::{InversionError, Result};
+
+/// How to load a model folder.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub device: Device,
+    /// Compute dtype of the text encoder and UNet (the VAE always runs in f32).
+    pub dtype: DType,
+    /// Weight file variant (`fp16`): `model.fp16.safetensors` etc.
+    pub variant: Option<String>,
+}
+
+impl LoadOptions {
+    pub fn new(device: Device) -> Self {
+        Self {
+            device,
+            dtype: DType::F32,
+            variant: None,
+        }
+    }
+}
+
+/// Text conditioning for classifier-free guidance: the prompt's states and, when the guidance scale
+/// is not 1, the negative prompt's, batched as `[uncond, cond]` like diffusers.
+#[derive(Debug, Clone)]
+pub struct Conditioning {
+    /// `[1 or 2, tokens, dim]`
+    pub context: Tensor<3>,
+    pub guidance: f64,
+}
+
+impl Conditioning {
+    pub fn batch(&self) -> usize {
+        self.context.dims()[0]
+    }
+}
+
+/// The models and schedule of a Stable Diffusion folder.
+pub struct Pipeline {
+    pub dir: PathBuf,
+    pub tokenizer: ClipTokenizer,
+    pub text_encoder: ClipTextModel,
+    pub unet: UNet2DConditionModel,
+    pub unet_config: UNetConfig,
+    pub vae: AutoencoderKL,
+    pub vae_config: VaeConfig,
+    pub schedule: DdimSchedule,
+    pub device: Device,
+    pub dtype: DType,
+}
+
+const COMPONENTS: [&str; 5] = ["scheduler", "tokenizer", "text_encoder", "unet", "vae"];
+
+impl Pipeline {
+    /// Loads a diffusers-layout folder (`model_index.json`, `scheduler/`, `tokenizer/`,
+    /// `text_encoder/`, `unet/`, `vae/`).
+    pub fn load(dir: &Path, options: &LoadOptions) -> Result<Self> {
+        let dir_err = |message: String| InversionError::ModelDir {
+            dir: dir.to_path_buf(),
+            message,
+        };
+        let index = dir.join("model_index.json");
+        if !index.is_file() {
+            return Err(dir_err("no model_index.json: not a diffusers pipeline folder".into()));
+        }
+        let text = std::fs::read_to_string(&index).map_err(|e| dir_err(format!("model_index.json: {e}")))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| dir_err(format!("model_index.json is not valid JSON: {e}")))?;
+        for c in COMPONENTS {
+            if json.get(c).is_none_or(|v| v.is_null()) || !dir.join(c).is_dir() {
+                return Err(dir_err(format!("the `{c}` component is missing (expected folder {:?})", dir.join(c))));
+            }
+        }
+        let variant = options.variant.as_deref();
+        let device = &options.device;
+        let scheduler_config = SchedulerConfig::from_file(dir.join("scheduler/scheduler_config.json"))?;
+        let schedule = DdimSchedule::new(scheduler_config)?;
+        let tokenizer = ClipTokenizer::from_dir(&dir.join("tokenizer"))?;
+        let text_encoder = ClipTextModel::load(&dir.join("text_encoder"), variant, options.dtype, device)?;
+        let (unet, unet_config) = UNet2DConditionModel::load(&dir.join("unet"), variant, options.dtype, device)?;
+        let (vae, vae_config) = AutoencoderKL::load(&dir.join("vae"), variant, DType::F32, device)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            tokenizer,
+            text_encoder,
+            unet,
+            unet_config,
+            vae,
+            vae_config,
+            schedule,
+            device: device.clone(),
+            dtype: options.dtype,
+        })
+    }
+
+    /// Image pixels per latent pixel.
+    pub fn vae_factor(&self) -> usize {
+        self.vae_config.downsample_factor()
+    }
+
+    /// Width and height must be multiples of this (VAE factor × the UNet's down-sampling).
+    pub fn size_multiple(&self) -> usize {
+        self.vae_factor() << self.unet_config.block_out_channels.len().saturating_sub(1)
+    }
+
+    /// The model's native image size: UNet `sample_size` × VAE factor (512 for SD 2.1-base).
+    pub fn native_size(&self) -> (usize, usize) {
+        let s = self.unet_config.sample_size.unwrap_or(64) * self.vae_factor();
+        (s, s)
+    }
+
+    /// Checks that (width, height) fits the model, naming the nearest valid sizes otherwise.
+    pub fn check_size(&self, width: usize, height: usize) -> Result<()> {
+        let m = self.size_multiple();
+        if width > 0 && height > 0 && width % m == 0 && height % m == 0 {
+            return Ok(());
+        }
+        let near = |v: usize| {
+            let lo = (v / m) * m;
+            if lo == 0 { vec![m] } else if lo == v { vec![v] } else { vec![lo, lo + m] }
+        };
+        let mut suggestions = Vec::new();
+        for w in near(width) {
+            for h in near(height) {
+                suggestions.push(format!("{w}x{h}"));
+            }
+        }
+        Err(InversionError::Size {
+            width,
+            height,
+            multiple: m,
+            suggestions: suggestions.join(", "),
+        })
+    }
+
+    /// The text encoder's `last_hidden_state` for one prompt, `[1, 77, dim]`.
+    pub fn text_states(&self, prompt: &str) -> Result<Tensor<3>> {
+        let tokens = self.tokenizer.encode(prompt)?;
+        let n = tokens.ids.len();
+        let ids: Vec<i64> = tokens.ids.iter().map(|&i| i as i64).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &self.device);
+        Ok(self.text_encoder.forward(ids)?)
+    }
+
+    /// Conditioning for `prompt` with guidance `guidance` against `negative` (usually "").
+    pub fn conditioning(&self, prompt: &str, negative: &str, guidance: f64) -> Result<Conditioning> {
+        if !guidance.is_finite() {
+            return Err(InversionError::Argument(format!("guidance {guidance} is not a finite number")));
+        }
+        let cond = self.text_states(prompt)?;
+        let context = if guidance == 1.0 {
+            cond
+        } else {
+            Tensor::cat(vec![self.text_states(negative)?, cond], 0)
+        };
+        Ok(Conditioning { context, guidance })
+    }
+
+    /// The guided model output at timestep `t`: ε_u + g·(ε_c − ε_u) from one batch-2 UNet call, or the
+    /// conditional output alone when g = 1.
+    ///
+    /// # Shapes
+    /// - latents, output: `[1, C, h, w]`
+    pub fn guided_output(&self, latents: &Tensor<4>, t: i64, cond: &Conditioning) -> Result<Tensor<4>> {
+        let x = latents.clone().cast(self.dtype);
+        if cond.batch() == 1 {
+            let out = self.unet.forward(x, &[t as f64], cond.context.clone())?;
+            return Ok(out.cast(DType::F32));
+        }
+        let out = self.unet.forward(Tensor::cat(vec![x.clone(), x], 0), &[t as f64], cond.context.clone())?;
+        let out = out.cast(DType::F32);
+        let [_, c, h, w] = out.dims();
+        let uncond = out.clone().slice([0..1, 0..c, 0..h, 0..w]);
+        let cond_out = out.slice([1..2, 0..c, 0..h, 0..w]);
+        Ok(uncond.clone() + (cond_out - uncond) * cond.guidance)
+    }
+
+    /// Latents of an image `[1, 3, H, W]` in [-1, 1]: the posterior mean times `scaling_factor`.
+    pub fn encode(&self, image: Tensor<4>) -> Result<Tensor<4>> {
+        let posterior = self.vae.encode(image)?;
+        let mut x = posterior.mean;
+        if let Some(shift) = self.vae_config.shift_factor {
+            x = x - shift;
+        }
+        Ok(x * self.vae_config.scaling_factor)
+    }
+
+    /// Image `[1, 3, H, W]` of latents (divided by `scaling_factor` first).
+    pub fn decode(&self, latents: Tensor<4>) -> Result<Tensor<4>> {
+        let mut x = latents / self.vae_config.scaling_factor;
+        if let Some(shift) = self.vae_config.shift_factor {
+            x = x + shift;
+        }
+        Ok(self.vae.decode(x)?)
+    }
+
+    /// Gaussian starting latents for text-to-image at `size` = (width, height), from `seed`.
+    pub fn noise_latents(&self, seed: u64, size: (usize, usize)) -> Tensor<4> {
+        let f = self.vae_factor();
+        let (h, w) = (size.1 / f, size.0 / f);
+        let c = self.unet_config.in_channels;
+        let data = crate::io::gaussian(seed, c * h * w);
+        Tensor::from_data(TensorData::new(data, [1, c, h, w]), &self.device)
+    }
+}
+
+/// Fails with [`InversionError::NonFinite`] when `x` holds NaN or ±inf.
+pub fn check_finite(x: &Tensor<4>, stage: &'static str) -> Result<()> {
+    // A NaN or inf anywhere makes the sum of magnitudes non-finite.
+    let total: f32 = x.clone().abs().sum().into_scalar::<f32>();
+    if total.is_finite() { Ok(()) } else { Err(InversionError::NonFinite { stage }) }
+}
