@@ -143,7 +143,7 @@ impl DdimSchedule {
     pub fn step(&self, t: i64, steps: usize, eta: f64) -> Result<StepCoefficients> {
         self.check_steps(steps)?;
         self.check_timestep(t)?;
-        if !(eta >= 0.0) {
+        if eta.is_nan() || eta < 0.0 {
             return Err(DdimError::Invalid(format!("eta must be >= 0, found {eta}")));
         }
         let a_t = self.alpha_at(t);
@@ -227,7 +227,7 @@ fn betas(config: &SchedulerConfig) -> Result<Vec<f64>> {
         }
         BetaSchedule::Trained(b) => b.clone(),
     };
-    if let Some(b) = betas.iter().find(|b| !(**b >= 0.0 && **b < 1.0)) {
+    if let Some(b) = betas.iter().find(|b| !(0.0..1.0).contains(*b)) {
         return Err(DdimError::Invalid(format!(
             "beta_start/beta_end give a beta of {b}, outside [0, 1)"
         )));

@@ -201,6 +201,10 @@ fn sampler_step_undoes_inverse_step() {
             }
         }
     }
+    assert!(
+        checked >= 5,
+        "only {checked} ε-prediction configs round-tripped"
+    );
 }
 
 #[test]

@@ -34,7 +34,9 @@ pub fn apply_step(c: &StepCoefficients, x: Tensor<4>, m: Tensor<4>) -> Tensor<4>
 /// Checks `steps` and `start_step` together.
 pub fn check_start(steps: usize, start_step: usize) -> Result<()> {
     if steps == 0 {
-        return Err(InversionError::Argument("--steps must be at least 1".into()));
+        return Err(InversionError::Argument(
+            "--steps must be at least 1".into(),
+        ));
     }
     if start_step >= steps {
         return Err(InversionError::Argument(format!(
@@ -103,7 +105,12 @@ impl Pipeline {
     }
 
     /// The latent at τ_start_step taken from a trajectory, with the checks `sample --latents` needs.
-    pub fn start_latents(&self, trajectory: &Trajectory, steps: usize, start_step: usize) -> Result<Tensor<4>> {
+    pub fn start_latents(
+        &self,
+        trajectory: &Trajectory,
+        steps: usize,
+        start_step: usize,
+    ) -> Result<Tensor<4>> {
         check_start(steps, start_step)?;
         if trajectory.steps != steps {
             return Err(InversionError::Argument(format!(
@@ -177,7 +184,11 @@ impl Pipeline {
     }
 
     /// Decodes with a progress phase and a non-finite check.
-    pub fn decode_with_progress(&self, latents: Tensor<4>, progress: &dyn Progress) -> Result<Tensor<4>> {
+    pub fn decode_with_progress(
+        &self,
+        latents: Tensor<4>,
+        progress: &dyn Progress,
+    ) -> Result<Tensor<4>> {
         progress.start(Phase::Decode, 1);
         let image = self.decode(latents)?;
         progress.finish(Phase::Decode);

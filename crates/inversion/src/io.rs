@@ -38,7 +38,9 @@ pub fn tensor_to_image(x: Tensor<4>) -> Result<RgbImage> {
         .try_to_vec::<f32>()
         .map_err(|e| InversionError::Argument(format!("decoded image: {e:?}")))?;
     if values.iter().any(|v| !v.is_finite()) {
-        return Err(InversionError::NonFinite { stage: "VAE decode" });
+        return Err(InversionError::NonFinite {
+            stage: "VAE decode",
+        });
     }
     let mut img = RgbImage::new(w as u32, h as u32);
     for (x, y, p) in img.enumerate_pixels_mut() {

@@ -72,23 +72,32 @@ impl Pipeline {
         };
         let index = dir.join("model_index.json");
         if !index.is_file() {
-            return Err(dir_err("no model_index.json: not a diffusers pipeline folder".into()));
+            return Err(dir_err(
+                "no model_index.json: not a diffusers pipeline folder".into(),
+            ));
         }
-        let text = std::fs::read_to_string(&index).map_err(|e| dir_err(format!("model_index.json: {e}")))?;
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| dir_err(format!("model_index.json is not valid JSON: {e}")))?;
+        let text = std::fs::read_to_string(&index)
+            .map_err(|e| dir_err(format!("model_index.json: {e}")))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| dir_err(format!("model_index.json is not valid JSON: {e}")))?;
         for c in COMPONENTS {
             if json.get(c).is_none_or(|v| v.is_null()) || !dir.join(c).is_dir() {
-                return Err(dir_err(format!("the `{c}` component is missing (expected folder {:?})", dir.join(c))));
+                return Err(dir_err(format!(
+                    "the `{c}` component is missing (expected folder {:?})",
+                    dir.join(c)
+                )));
             }
         }
         let variant = options.variant.as_deref();
         let device = &options.device;
-        let scheduler_config = SchedulerConfig::from_file(dir.join("scheduler/scheduler_config.json"))?;
+        let scheduler_config =
+            SchedulerConfig::from_file(dir.join("scheduler/scheduler_config.json"))?;
         let schedule = DdimSchedule::new(scheduler_config)?;
         let tokenizer = ClipTokenizer::from_dir(&dir.join("tokenizer"))?;
-        let text_encoder = ClipTextModel::load(&dir.join("text_encoder"), variant, options.dtype, device)?;
-        let (unet, unet_config) = UNet2DConditionModel::load(&dir.join("unet"), variant, options.dtype, device)?;
+        let text_encoder =
+            ClipTextModel::load(&dir.join("text_encoder"), variant, options.dtype, device)?;
+        let (unet, unet_config) =
+            UNet2DConditionModel::load(&dir.join("unet"), variant, options.dtype, device)?;
         let (vae, vae_config) = AutoencoderKL::load(&dir.join("vae"), variant, DType::F32, device)?;
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -123,12 +132,18 @@ impl Pipeline {
     /// Checks that (width, height) fits the model, naming the nearest valid sizes otherwise.
     pub fn check_size(&self, width: usize, height: usize) -> Result<()> {
         let m = self.size_multiple();
-        if width > 0 && height > 0 && width % m == 0 && height % m == 0 {
+        if width > 0 && height > 0 && width.is_multiple_of(m) && height.is_multiple_of(m) {
             return Ok(());
         }
         let near = |v: usize| {
             let lo = (v / m) * m;
-            if lo == 0 { vec![m] } else if lo == v { vec![v] } else { vec![lo, lo + m] }
+            if lo == 0 {
+                vec![m]
+            } else if lo == v {
+                vec![v]
+            } else {
+                vec![lo, lo + m]
+            }
         };
         let mut suggestions = Vec::new();
         for w in near(width) {
@@ -154,9 +169,16 @@ impl Pipeline {
     }
 
     /// Conditioning for `prompt` with guidance `guidance` against `negative` (usually "").
-    pub fn conditioning(&self, prompt: &str, negative: &str, guidance: f64) -> Result<Conditioning> {
+    pub fn conditioning(
+        &self,
+        prompt: &str,
+        negative: &str,
+        guidance: f64,
+    ) -> Result<Conditioning> {
         if !guidance.is_finite() {
-            return Err(InversionError::Argument(format!("guidance {guidance} is not a finite number")));
+            return Err(InversionError::Argument(format!(
+                "guidance {guidance} is not a finite number"
+            )));
         }
         let cond = self.text_states(prompt)?;
         let context = if guidance == 1.0 {
@@ -172,13 +194,22 @@ impl Pipeline {
     ///
     /// # Shapes
     /// - latents, output: `[1, C, h, w]`
-    pub fn guided_output(&self, latents: &Tensor<4>, t: i64, cond: &Conditioning) -> Result<Tensor<4>> {
+    pub fn guided_output(
+        &self,
+        latents: &Tensor<4>,
+        t: i64,
+        cond: &Conditioning,
+    ) -> Result<Tensor<4>> {
         let x = latents.clone().cast(self.dtype);
         if cond.batch() == 1 {
             let out = self.unet.forward(x, &[t as f64], cond.context.clone())?;
             return Ok(out.cast(DType::F32));
         }
-        let out = self.unet.forward(Tensor::cat(vec![x.clone(), x], 0), &[t as f64], cond.context.clone())?;
+        let out = self.unet.forward(
+            Tensor::cat(vec![x.clone(), x], 0),
+            &[t as f64],
+            cond.context.clone(),
+        )?;
         let out = out.cast(DType::F32);
         let [_, c, h, w] = out.dims();
         let uncond = out.clone().slice([0..1, 0..c, 0..h, 0..w]);
@@ -219,5 +250,9 @@ impl Pipeline {
 pub fn check_finite(x: &Tensor<4>, stage: &'static str) -> Result<()> {
     // A NaN or inf anywhere makes the sum of magnitudes non-finite.
     let total: f32 = x.clone().abs().sum().into_scalar::<f32>();
-    if total.is_finite() { Ok(()) } else { Err(InversionError::NonFinite { stage }) }
+    if total.is_finite() {
+        Ok(())
+    } else {
+        Err(InversionError::NonFinite { stage })
+    }
 }

@@ -63,7 +63,10 @@ impl Trajectory {
                     "timesteps",
                     Dtype::I64,
                     vec![self.timesteps.len()],
-                    self.timesteps.iter().flat_map(|t| t.to_le_bytes()).collect(),
+                    self.timesteps
+                        .iter()
+                        .flat_map(|t| t.to_le_bytes())
+                        .collect(),
                 ),
             ],
             &self.metadata,
@@ -77,9 +80,13 @@ impl Trajectory {
             message,
         };
         let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
-        let lat = st.tensor("latents").map_err(|_| bad("has no `latents` tensor".into()))?;
+        let (_, meta) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let lat = st
+            .tensor("latents")
+            .map_err(|_| bad("has no `latents` tensor".into()))?;
         if lat.dtype() != Dtype::F32 || lat.shape().len() != 4 {
             return Err(bad(format!(
                 "`latents` must be f32 [N, C, h, w], found {:?} {:?}",
@@ -87,7 +94,9 @@ impl Trajectory {
                 lat.shape()
             )));
         }
-        let ts = st.tensor("timesteps").map_err(|_| bad("has no `timesteps` tensor".into()))?;
+        let ts = st
+            .tensor("timesteps")
+            .map_err(|_| bad("has no `timesteps` tensor".into()))?;
         if ts.dtype() != Dtype::I64 || ts.shape() != [lat.shape()[0]] {
             return Err(bad(format!(
                 "`timesteps` must be i64 [{}], found {:?} {:?}",
@@ -108,7 +117,9 @@ impl Trajectory {
             .collect();
         let metadata = meta.metadata().clone().unwrap_or_default();
         let steps = match metadata.get("steps") {
-            Some(s) => s.parse().map_err(|_| bad(format!("metadata steps {s:?} is not a number")))?,
+            Some(s) => s
+                .parse()
+                .map_err(|_| bad(format!("metadata steps {s:?} is not a number")))?,
             None => timesteps.len(),
         };
         Ok(Self {
@@ -138,7 +149,8 @@ pub(crate) fn safetensors_bytes(
         })
         .collect::<Result<_>>()?;
     let meta = (!metadata.is_empty()).then(|| metadata.clone());
-    safetensors::serialize(views, meta).map_err(|e| InversionError::Argument(format!("safetensors: {e}")))
+    safetensors::serialize(views, meta)
+        .map_err(|e| InversionError::Argument(format!("safetensors: {e}")))
 }
 
 /// `latents` `[1, C, h, w]` as safetensors bytes with one tensor `latents`.
@@ -150,5 +162,8 @@ pub fn latents_bytes(latents: &Tensor<4>, metadata: &HashMap<String, String>) ->
         .convert::<f32>()
         .try_to_vec::<f32>()
         .map_err(|e| InversionError::Argument(format!("{e:?}")))?;
-    safetensors_bytes(&[("latents", Dtype::F32, shape, f32_bytes(&values))], metadata)
+    safetensors_bytes(
+        &[("latents", Dtype::F32, shape, f32_bytes(&values))],
+        metadata,
+    )
 }

@@ -33,10 +33,25 @@ fn refs(path: &str) -> HashMap<String, Ref> {
         .into_iter()
         .map(|(k, v)| {
             let d = v.data();
-            let mut r = Ref { shape: v.shape().to_vec(), f32: vec![], u8: vec![], i64: vec![] };
+            let mut r = Ref {
+                shape: v.shape().to_vec(),
+                f32: vec![],
+                u8: vec![],
+                i64: vec![],
+            };
             match v.dtype() {
-                Dtype::F32 => r.f32 = d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-                Dtype::I64 => r.i64 = d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
+                Dtype::F32 => {
+                    r.f32 = d
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                        .collect()
+                }
+                Dtype::I64 => {
+                    r.i64 = d
+                        .chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                        .collect()
+                }
                 Dtype::U8 => r.u8 = d.to_vec(),
                 other => panic!("{k}: {other:?}"),
             }
@@ -51,22 +66,42 @@ fn tensor(r: &Ref, device: &Device) -> Tensor<4> {
 
 fn rel_err(ours: &Tensor<4>, r: &Ref, what: &str) -> f32 {
     assert_eq!(ours.dims().to_vec(), r.shape, "{what}: shape");
-    let v: Vec<f32> = ours.clone().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    let v: Vec<f32> = ours
+        .clone()
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap();
     let max_ref = r.f32.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let err = v.iter().zip(&r.f32).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / max_ref;
+    let err = v
+        .iter()
+        .zip(&r.f32)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+        / max_ref;
     eprintln!("{what}: rel err {err:e}");
     err
 }
 
 fn max_level_diff(ours: &image::RgbImage, r: &Ref) -> u8 {
-    assert_eq!(vec![ours.height() as usize, ours.width() as usize, 3], r.shape);
-    ours.as_raw().iter().zip(&r.u8).map(|(a, b)| a.abs_diff(*b)).max().unwrap()
+    assert_eq!(
+        vec![ours.height() as usize, ours.width() as usize, 3],
+        r.shape
+    );
+    ours.as_raw()
+        .iter()
+        .zip(&r.u8)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap()
 }
 
 #[test]
 fn edit_and_generate_match_diffusers() {
     let device = Device::flex();
-    let spec: Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("refs/pipeline.json")).unwrap()).unwrap();
+    let spec: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("refs/pipeline.json")).unwrap(),
+    )
+    .unwrap();
     let cases = spec["cases"].as_array().unwrap();
     assert!(cases.len() >= 4);
     for case in cases {
@@ -75,19 +110,42 @@ fn edit_and_generate_match_diffusers() {
         let n = case["steps"].as_u64().unwrap() as usize;
         let k = case["start_step"].as_u64().unwrap() as usize;
         let g = case["guidance"].as_f64().unwrap();
-        let size = (case["width"].as_u64().unwrap() as usize, case["height"].as_u64().unwrap() as usize);
+        let size = (
+            case["width"].as_u64().unwrap() as usize,
+            case["height"].as_u64().unwrap() as usize,
+        );
         let r = refs(case["ref"].as_str().unwrap());
-        let p = Pipeline::load(&fixtures().join("models").join(s("model")), &LoadOptions::new(device.clone())).unwrap();
+        let p = Pipeline::load(
+            &fixtures().join("models").join(s("model")),
+            &LoadOptions::new(device.clone()),
+        )
+        .unwrap();
         p.check_size(size.0, size.1).unwrap();
         let sampler: Vec<i64> = p.schedule.timesteps(n).unwrap();
-        assert_eq!(sampler, r["sampler_timesteps"].i64, "{name}: sampler timesteps");
+        assert_eq!(
+            sampler, r["sampler_timesteps"].i64,
+            "{name}: sampler timesteps"
+        );
 
         if case["kind"] == "generate" {
-            let cond = p.conditioning(&s("prompt"), &s("negative_prompt"), g).unwrap();
-            let out = p.sample(tensor(&r["initial_latents"], &device), &cond, n, 0, &NoProgress).unwrap();
+            let cond = p
+                .conditioning(&s("prompt"), &s("negative_prompt"), g)
+                .unwrap();
+            let out = p
+                .sample(
+                    tensor(&r["initial_latents"], &device),
+                    &cond,
+                    n,
+                    0,
+                    &NoProgress,
+                )
+                .unwrap();
             assert!(rel_err(&out, &r["generated_latents"], &format!("{name} latents")) < 2e-3);
             let img = tensor_to_image(p.decode(out).unwrap()).unwrap();
-            assert!(max_level_diff(&img, &r["generated_image"]) <= 3, "{name}: image");
+            assert!(
+                max_level_diff(&img, &r["generated_image"]) <= 3,
+                "{name}: image"
+            );
             continue;
         }
 
@@ -95,10 +153,21 @@ fn edit_and_generate_match_diffusers() {
         let x0 = p.encode(image_to_tensor(&png, size, &device)).unwrap();
         assert!(rel_err(&x0, &r["x0"], &format!("{name} x0")) < 1e-4);
         let g_inv = case["inversion_guidance"].as_f64().unwrap();
-        let inv_cond = p.conditioning(&s("prompt"), &s("negative_prompt"), g_inv).unwrap();
+        let inv_cond = p
+            .conditioning(&s("prompt"), &s("negative_prompt"), g_inv)
+            .unwrap();
         let traj = p.invert(x0, &inv_cond, n, n, &NoProgress).unwrap();
-        assert_eq!(traj.timesteps, r["timesteps"].i64, "{name}: inverse timesteps");
-        assert!(rel_err(&traj.latents, &r["trajectory"], &format!("{name} trajectory")) < 2e-3);
+        assert_eq!(
+            traj.timesteps, r["timesteps"].i64,
+            "{name}: inverse timesteps"
+        );
+        assert!(
+            rel_err(
+                &traj.latents,
+                &r["trajectory"],
+                &format!("{name} trajectory")
+            ) < 2e-3
+        );
 
         // The edit entry point computes only the N−k inverse steps it needs.
         let options = EditOptions {
@@ -109,18 +178,44 @@ fn edit_and_generate_match_diffusers() {
             negative_prompt: s("negative_prompt"),
         };
         let edit = p
-            .edit(image_to_tensor(&png, size, &device), &s("prompt"), &s("edit_prompt"), &options, &NoProgress)
+            .edit(
+                image_to_tensor(&png, size, &device),
+                &s("prompt"),
+                &s("edit_prompt"),
+                &options,
+                &NoProgress,
+            )
             .unwrap();
-        assert_eq!(edit.trajectory.len(), n - k, "{name}: inverse steps computed");
-        assert!(rel_err(&edit.latents, &r["edited_latents"], &format!("{name} edited latents")) < 2e-3);
+        assert_eq!(
+            edit.trajectory.len(),
+            n - k,
+            "{name}: inverse steps computed"
+        );
+        assert!(
+            rel_err(
+                &edit.latents,
+                &r["edited_latents"],
+                &format!("{name} edited latents")
+            ) < 2e-3
+        );
         let img = tensor_to_image(edit.image).unwrap();
         let diff = max_level_diff(&img, &r["edited_image"]);
         eprintln!("{name}: edited PNG max diff {diff} levels");
         assert!(diff <= 3, "{name}: edited image differs by {diff} levels");
 
         // Reconstruction: sampling back with the source prompt from the same entry.
-        let cond = p.conditioning(&s("prompt"), &s("negative_prompt"), g).unwrap();
-        let recon = p.sample(traj.entry(n - 1 - k), &cond, n, k, &NoProgress).unwrap();
-        assert!(rel_err(&recon, &r["recon_latents"], &format!("{name} recon latents")) < 2e-3);
+        let cond = p
+            .conditioning(&s("prompt"), &s("negative_prompt"), g)
+            .unwrap();
+        let recon = p
+            .sample(traj.entry(n - 1 - k), &cond, n, k, &NoProgress)
+            .unwrap();
+        assert!(
+            rel_err(
+                &recon,
+                &r["recon_latents"],
+                &format!("{name} recon latents")
+            ) < 2e-3
+        );
     }
 }

@@ -72,7 +72,8 @@ impl Attention {
         let q = self.to_q.forward(x);
         let k = self.to_k.forward(context.clone());
         let v = self.to_v.forward(context);
-        self.to_out.forward(multi_head(q, k, v, self.heads, self.upcast))
+        self.to_out
+            .forward(multi_head(q, k, v, self.heads, self.upcast))
     }
 
     /// The VAE's spatial self-attention with its norm and residual.
@@ -97,7 +98,13 @@ impl Attention {
 /// # Shapes
 /// - q: `[batch, q_tokens, heads·d]`, k/v: `[batch, kv_tokens, heads·d]`
 /// - output: `[batch, q_tokens, heads·d]`
-pub fn multi_head(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize, upcast: bool) -> Tensor<3> {
+pub fn multi_head(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    heads: usize,
+    upcast: bool,
+) -> Tensor<3> {
     let dtype = q.dtype();
     let split = |t: Tensor<3>| {
         let [b, n, c] = t.dims();

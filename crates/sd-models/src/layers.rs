@@ -2,14 +2,25 @@
 //! built lazily (parameters are only materialised if nothing loads them).
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{
+    GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d,
+};
 use burn::tensor::Device;
 
 /// `nn.Conv2d(cin, cout, k, stride, padding)`.
-pub fn conv2d(cin: usize, cout: usize, k: usize, stride: usize, padding: usize, device: &Device) -> Conv2d {
+pub fn conv2d(
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+    device: &Device,
+) -> Conv2d {
     Conv2dConfig::new([cin, cout], [k, k])
         .with_stride([stride, stride])
-        .with_padding(PaddingConfig2d::Explicit(padding, padding, padding, padding))
+        .with_padding(PaddingConfig2d::Explicit(
+            padding, padding, padding, padding,
+        ))
         .init(device)
 }
 
@@ -20,7 +31,9 @@ pub fn linear(din: usize, dout: usize, bias: bool, device: &Device) -> Linear {
 
 /// `nn.GroupNorm(groups, channels, eps)`; callers check divisibility when validating configs.
 pub fn group_norm(groups: usize, channels: usize, eps: f64, device: &Device) -> GroupNorm {
-    GroupNormConfig::new(groups, channels).with_epsilon(eps).init(device)
+    GroupNormConfig::new(groups, channels)
+        .with_epsilon(eps)
+        .init(device)
 }
 
 /// `nn.LayerNorm(dim, eps)`.

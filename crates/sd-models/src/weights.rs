@@ -156,7 +156,8 @@ pub fn weights_file(dir: &Path, stem: &str, variant: Option<&str>) -> Result<Pat
         }
     }
     let what = if dir.join(format!("{stem}.bin")).is_file() {
-        "weights in safetensors format (only a pickled .bin is present, which is not read)".to_string()
+        "weights in safetensors format (only a pickled .bin is present, which is not read)"
+            .to_string()
     } else {
         "weights".to_string()
     };
@@ -176,9 +177,8 @@ pub fn load<M: Module>(mut module: M, path: &Path, dtype: DType) -> Result<M> {
             });
         }
     }
-    let remapper = KeyRemapper::from_patterns(RENAMES.to_vec()).map_err(|e| {
-        ModelError::config(path, format!("internal key remapping: {e}"))
-    })?;
+    let remapper = KeyRemapper::from_patterns(RENAMES.to_vec())
+        .map_err(|e| ModelError::config(path, format!("internal key remapping: {e}")))?;
     let adapter = PyTorchToBurnAdapter.chain(FloatCastAdapter::to(dtype));
     let mut store = SafetensorsStore::from_file(path)
         .remap(remapper)
@@ -272,7 +272,8 @@ struct ManifestVisitor {
 
 impl ModuleVisitor for ManifestVisitor {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.push((name.to_string(), container_type.to_string()));
+        self.path
+            .push((name.to_string(), container_type.to_string()));
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {

@@ -24,8 +24,13 @@ fn device() -> Device {
 fn text_encoder_matches_transformers() {
     let device = device();
     for name in MODELS {
-        let model = ClipTextModel::load(&model_dir(name).join("text_encoder"), None, DType::F32, &device)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let model = ClipTextModel::load(
+            &model_dir(name).join("text_encoder"),
+            None,
+            DType::F32,
+            &device,
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
         let refs = load_refs(&format!("{name}-text.safetensors"));
         let ids = refs["input_ids"].int::<2>(&device);
         let out = model.forward(ids).unwrap();
@@ -39,14 +44,19 @@ fn text_encoder_matches_transformers() {
 fn unet_matches_diffusers() {
     let device = device();
     for name in MODELS {
-        let (unet, _) = UNet2DConditionModel::load(&model_dir(name).join("unet"), None, DType::F32, &device)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (unet, _) =
+            UNet2DConditionModel::load(&model_dir(name).join("unet"), None, DType::F32, &device)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
         let refs = load_refs(&format!("{name}-unet.safetensors"));
         for case in 0..3 {
             let r = |k: &str| &refs[&format!("case{case}_{k}")];
             let ts: Vec<f64> = r("timestep").i64.iter().map(|&t| t as f64).collect();
             let out = unet
-                .forward(r("sample").float(&device), &ts, r("encoder_hidden_states").float(&device))
+                .forward(
+                    r("sample").float(&device),
+                    &ts,
+                    r("encoder_hidden_states").float(&device),
+                )
                 .unwrap();
             let err = rel_err(out, r("out"));
             eprintln!("{name} unet case {case}: rel err {err:e}");
@@ -64,13 +74,28 @@ fn vae_matches_diffusers() {
         let refs = load_refs(&format!("{name}-vae.safetensors"));
         let post = vae.encode(refs["image"].float(&device)).unwrap();
         let checks = [
-            ("posterior mean", rel_err(post.mean, &refs["posterior_mean"])),
-            ("posterior logvar", rel_err(post.logvar, &refs["posterior_logvar"])),
+            (
+                "posterior mean",
+                rel_err(post.mean, &refs["posterior_mean"]),
+            ),
+            (
+                "posterior logvar",
+                rel_err(post.logvar, &refs["posterior_logvar"]),
+            ),
             (
                 "square posterior mean",
-                rel_err(vae.encode(refs["image_sq"].float(&device)).unwrap().mean, &refs["posterior_mean_sq"]),
+                rel_err(
+                    vae.encode(refs["image_sq"].float(&device)).unwrap().mean,
+                    &refs["posterior_mean_sq"],
+                ),
             ),
-            ("decode", rel_err(vae.decode(refs["latents"].float(&device)).unwrap(), &refs["decoded"])),
+            (
+                "decode",
+                rel_err(
+                    vae.decode(refs["latents"].float(&device)).unwrap(),
+                    &refs["decoded"],
+                ),
+            ),
         ];
         for (what, err) in checks {
             eprintln!("{name} vae {what}: rel err {err:e}");

@@ -13,7 +13,9 @@ use sd_models::ModelError;
 use sd_models::vae::AutoencoderKL;
 
 /// The tiny SD2 VAE folder copied into a temp dir, with its weights rewritten by `edit`.
-fn vae_with(edit: impl FnOnce(&mut HashMap<String, (Vec<usize>, Vec<u8>)>)) -> (tempfile::TempDir, Result<AutoencoderKL, ModelError>) {
+fn vae_with(
+    edit: impl FnOnce(&mut HashMap<String, (Vec<usize>, Vec<u8>)>),
+) -> (tempfile::TempDir, Result<AutoencoderKL, ModelError>) {
     let src = model_dir("tiny-sd2").join("vae");
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
@@ -27,9 +29,18 @@ fn vae_with(edit: impl FnOnce(&mut HashMap<String, (Vec<usize>, Vec<u8>)>)) -> (
     edit(&mut tensors);
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
-        .map(|(k, (s, d))| (k.clone(), TensorView::new(Dtype::F32, s.clone(), d).unwrap()))
+        .map(|(k, (s, d))| {
+            (
+                k.clone(),
+                TensorView::new(Dtype::F32, s.clone(), d).unwrap(),
+            )
+        })
         .collect();
-    std::fs::write(dir.path().join("diffusion_pytorch_model.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join("diffusion_pytorch_model.safetensors"),
+        safetensors::serialize(views, None).unwrap(),
+    )
+    .unwrap();
     let result = AutoencoderKL::load(dir.path(), None, DType::F32, &Device::flex()).map(|(m, _)| m);
     (dir, result)
 }
@@ -40,13 +51,19 @@ fn missing_unexpected_and_misshaped_weights_are_named() {
         t.remove("decoder.conv_out.bias");
     });
     let e = r.unwrap_err();
-    assert!(matches!(&e, ModelError::MissingTensor { key, .. } if key == "decoder.conv_out.bias"), "{e}");
+    assert!(
+        matches!(&e, ModelError::MissingTensor { key, .. } if key == "decoder.conv_out.bias"),
+        "{e}"
+    );
 
     let (_d, r) = vae_with(|t| {
         t.insert("decoder.extra.weight".into(), (vec![2], vec![0; 8]));
     });
     let e = r.unwrap_err();
-    assert!(matches!(&e, ModelError::UnexpectedTensor { key, .. } if key == "decoder.extra.weight"), "{e}");
+    assert!(
+        matches!(&e, ModelError::UnexpectedTensor { key, .. } if key == "decoder.extra.weight"),
+        "{e}"
+    );
 
     let (_d, r) = vae_with(|t| {
         t.insert("decoder.conv_out.bias".into(), (vec![4], vec![0; 16]));
@@ -56,7 +73,11 @@ fn missing_unexpected_and_misshaped_weights_are_named() {
         matches!(&e, ModelError::ShapeMismatch { key, expected, found, .. } if key == "decoder.conv_out.bias" && expected == &vec![3] && found == &vec![4]),
         "{e}"
     );
-    assert!(e.to_string().contains("diffusion_pytorch_model.safetensors"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("diffusion_pytorch_model.safetensors"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -67,13 +88,29 @@ fn truncated_and_corrupt_files_name_the_file() {
         std::fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
         let bytes = std::fs::read(src.join("diffusion_pytorch_model.safetensors")).unwrap();
         let n = ((bytes.len() as f64) * cut) as usize;
-        std::fs::write(dir.path().join("diffusion_pytorch_model.safetensors"), &bytes[..n]).unwrap();
+        std::fs::write(
+            dir.path().join("diffusion_pytorch_model.safetensors"),
+            &bytes[..n],
+        )
+        .unwrap();
         let e = AutoencoderKL::load(dir.path(), None, DType::F32, &Device::flex()).unwrap_err();
-        assert!(matches!(e, ModelError::CorruptWeights { .. }), "{what}: {e}");
-        assert!(e.to_string().contains("diffusion_pytorch_model.safetensors"), "{what}: {e}");
+        assert!(
+            matches!(e, ModelError::CorruptWeights { .. }),
+            "{what}: {e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("diffusion_pytorch_model.safetensors"),
+            "{what}: {e}"
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
     let e = AutoencoderKL::load(dir.path(), None, DType::F32, &Device::flex()).unwrap_err();
-    assert!(matches!(e, ModelError::MissingFile { .. }) && e.to_string().contains("diffusion_pytorch_model.safetensors"), "{e}");
+    assert!(
+        matches!(e, ModelError::MissingFile { .. })
+            && e.to_string()
+                .contains("diffusion_pytorch_model.safetensors"),
+        "{e}"
+    );
 }

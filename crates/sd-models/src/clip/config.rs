@@ -130,7 +130,9 @@ impl ClipTextConfig {
                 supported: "quick_gelu, gelu, gelu_new",
             });
         }
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Err(ModelError::config(
                 path,
                 format!(

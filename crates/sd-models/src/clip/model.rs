@@ -164,6 +164,7 @@ impl ClipAttention {
             ..Default::default()
         };
         let out = attention(q, k, v, None, None, options); // [b, heads, n, d]
-        self.out_proj.forward(out.swap_dims(1, 2).reshape([b, n, c]))
+        self.out_proj
+            .forward(out.swap_dims(1, 2).reshape([b, n, c]))
     }
 }

@@ -1,23 +1,23 @@
 //! CLIP's byte-level BPE tokenizer, read from a diffusers `tokenizer/` folder.
 //!
 //! Mirrors transformers' `CLIPTokenizer` (5.x, which is backed by the `tokenizers` library and is
-//! what `CLIPTokenizerFast` was in 4.x) called as
-//! `tokenizer(prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True)`,
-//! the call diffusers' Stable Diffusion pipelines make. The pipeline is the one
-//! `CLIPTokenizer.__init__` builds (Radford et al., arXiv 2103.00020):
+//! what `CLIPTokenizerFast` was in 4.x) as diffusers' Stable Diffusion pipelines call it:
+//! `tokenizer(prompt, padding="max_length", max_length=model_max_length, truncation=True)`.
+//! The pipeline is the one `CLIPTokenizer.__init__` builds (Radford et al., arXiv 2103.00020):
 //!
 //! - normalization: NFC, every whitespace run becomes one space, lower case;
 //! - pre-tokenization: CLIP's split pattern (letters runs, single digits, punctuation runs,
 //!   English contractions), then GPT-2's byte-to-unicode mapping;
 //! - byte-level BPE whose word-final pieces carry the `</w>` suffix;
-//! - `<|startoftext|>` … `<|endoftext|>` around at most `model_max_length - 2` tokens, then padding
-//!   with the folder's pad token (SD 1.x pads with `<|endoftext|>`, SD 2.x with `!`, id 0).
+//! - `<|startoftext|>` … `<|endoftext|>` around at most `model_max_length - 2` tokens, then
+//!   padding with the folder's pad token (SD 1.x: `<|endoftext|>`; SD 2.x: `!`, id 0).
 //!
-//! Special and added tokens are registered exactly as transformers does, flags included: a named
-//! token given as a plain string (SD 2.x's `"pad_token": "!"`) is an unnormalized special token,
-//! so every `!` in a prompt is cut out before BPE and becomes id 0 (`"hi!!"` → `hi</w>`, `!`, `!`
-//! rather than `hi</w>`, `!!</w>`), and when two named tokens share a content the later one's
-//! flags win.
+//! Special and added tokens are registered exactly as transformers does, flags included (see
+//! `tokenizer/folder.rs`). Two consequences worth knowing: a named token given as a plain string
+//! (SD 2.x's `"pad_token": "!"`) is an unnormalized special token, so every `!` in a prompt is cut
+//! out before BPE and becomes id 0 (`"hi!!"` → `hi</w> ! !`, not `hi</w> !!</w>`); and SD 1.x's
+//! plain-string `"pad_token": "<|endoftext|>"` makes the end token unnormalized too, so a prompt's
+//! `<|endoftext|>` is the end token but `<|ENDOFTEXT|>` is ordinary text (SD 2.x matches both).
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -51,7 +51,11 @@ impl DownBlock {
                 })
                 .collect(),
             attentions: transformer
-                .map(|t| (0..layers).map(|_| Transformer2DModel::new(t, device)).collect())
+                .map(|t| {
+                    (0..layers)
+                        .map(|_| Transformer2DModel::new(t, device))
+                        .collect()
+                })
                 .unwrap_or_default(),
             downsamplers: if downsample {
                 vec![Downsample2D::new(cout, padding, device)]
@@ -128,7 +132,11 @@ impl UpBlock {
                 })
                 .collect(),
             attentions: transformer
-                .map(|t| (0..layers).map(|_| Transformer2DModel::new(t, device)).collect())
+                .map(|t| {
+                    (0..layers)
+                        .map(|_| Transformer2DModel::new(t, device))
+                        .collect()
+                })
                 .unwrap_or_default(),
             upsamplers: if upsample {
                 vec![Upsample2D::new(cout, device)]
@@ -159,7 +167,9 @@ impl UpBlock {
     ) -> Tensor<4> {
         let (Self::CrossAttn(b) | Self::Plain(b)) = self;
         for (i, resnet) in b.resnets.iter().enumerate() {
-            let skip = skips.pop().expect("the UNet pushes one skip per up-block resnet");
+            let skip = skips
+                .pop()
+                .expect("the UNet pushes one skip per up-block resnet");
             x = resnet.forward(Tensor::cat(vec![x, skip], 1), Some(temb));
             if let Some(attn) = b.attentions.get(i) {
                 x = attn.forward(x, context);
@@ -180,10 +190,17 @@ pub struct MidBlock2DCrossAttn {
 }
 
 impl MidBlock2DCrossAttn {
-    pub fn new(channels: usize, transformer: TransformerSpec, s: BlockSpec, device: &Device) -> Self {
+    pub fn new(
+        channels: usize,
+        transformer: TransformerSpec,
+        s: BlockSpec,
+        device: &Device,
+    ) -> Self {
         Self {
             resnets: (0..2)
-                .map(|_| ResnetBlock2D::new(channels, channels, Some(s.temb), s.groups, s.eps, device))
+                .map(|_| {
+                    ResnetBlock2D::new(channels, channels, Some(s.temb), s.groups, s.eps, device)
+                })
                 .collect(),
             attentions: vec![Transformer2DModel::new(transformer, device)],
         }

@@ -246,7 +246,13 @@ impl UNetConfig {
             down.push(match t.as_str() {
                 "CrossAttnDownBlock2D" => DownBlockType::CrossAttn,
                 "DownBlock2D" => DownBlockType::Plain,
-                _ => return unsupported("down block type", t.clone(), "CrossAttnDownBlock2D, DownBlock2D"),
+                _ => {
+                    return unsupported(
+                        "down block type",
+                        t.clone(),
+                        "CrossAttnDownBlock2D, DownBlock2D",
+                    );
+                }
             });
         }
         let mut up = Vec::new();
@@ -254,7 +260,13 @@ impl UNetConfig {
             up.push(match t.as_str() {
                 "CrossAttnUpBlock2D" => UpBlockType::CrossAttn,
                 "UpBlock2D" => UpBlockType::Plain,
-                _ => return unsupported("up block type", t.clone(), "CrossAttnUpBlock2D, UpBlock2D"),
+                _ => {
+                    return unsupported(
+                        "up block type",
+                        t.clone(),
+                        "CrossAttnUpBlock2D, UpBlock2D",
+                    );
+                }
             });
         }
         match self.mid_block_type.as_deref() {
@@ -269,22 +281,75 @@ impl UNetConfig {
         }
         let checks: [(&'static str, bool, String, &'static str); 12] = [
             ("act_fn", self.act_fn == "silu", self.act_fn.clone(), "silu"),
-            ("center_input_sample", !self.center_input_sample, "true".into(), "false"),
+            (
+                "center_input_sample",
+                !self.center_input_sample,
+                "true".into(),
+                "false",
+            ),
             (
                 "only_cross_attention",
-                matches!(&self.only_cross_attention, serde_json::Value::Null | serde_json::Value::Bool(false)),
+                matches!(
+                    &self.only_cross_attention,
+                    serde_json::Value::Null | serde_json::Value::Bool(false)
+                ),
                 self.only_cross_attention.to_string(),
                 "false",
             ),
-            ("dual_cross_attention", !self.dual_cross_attention, "true".into(), "false"),
-            ("class_embed_type", self.class_embed_type.is_none(), format!("{:?}", self.class_embed_type), "null"),
-            ("addition_embed_type", self.addition_embed_type.is_none(), format!("{:?}", self.addition_embed_type), "null"),
-            ("num_class_embeds", self.num_class_embeds.is_none(), format!("{:?}", self.num_class_embeds), "null"),
-            ("encoder_hid_dim", self.encoder_hid_dim.is_none(), format!("{:?}", self.encoder_hid_dim), "null"),
-            ("time_cond_proj_dim", self.time_cond_proj_dim.is_none(), format!("{:?}", self.time_cond_proj_dim), "null"),
-            ("time_embedding_type", self.time_embedding_type == "positional", self.time_embedding_type.clone(), "positional"),
-            ("resnet_time_scale_shift", self.resnet_time_scale_shift == "default", self.resnet_time_scale_shift.clone(), "default"),
-            ("attention_type", self.attention_type == "default", self.attention_type.clone(), "default"),
+            (
+                "dual_cross_attention",
+                !self.dual_cross_attention,
+                "true".into(),
+                "false",
+            ),
+            (
+                "class_embed_type",
+                self.class_embed_type.is_none(),
+                format!("{:?}", self.class_embed_type),
+                "null",
+            ),
+            (
+                "addition_embed_type",
+                self.addition_embed_type.is_none(),
+                format!("{:?}", self.addition_embed_type),
+                "null",
+            ),
+            (
+                "num_class_embeds",
+                self.num_class_embeds.is_none(),
+                format!("{:?}", self.num_class_embeds),
+                "null",
+            ),
+            (
+                "encoder_hid_dim",
+                self.encoder_hid_dim.is_none(),
+                format!("{:?}", self.encoder_hid_dim),
+                "null",
+            ),
+            (
+                "time_cond_proj_dim",
+                self.time_cond_proj_dim.is_none(),
+                format!("{:?}", self.time_cond_proj_dim),
+                "null",
+            ),
+            (
+                "time_embedding_type",
+                self.time_embedding_type == "positional",
+                self.time_embedding_type.clone(),
+                "positional",
+            ),
+            (
+                "resnet_time_scale_shift",
+                self.resnet_time_scale_shift == "default",
+                self.resnet_time_scale_shift.clone(),
+                "default",
+            ),
+            (
+                "attention_type",
+                self.attention_type == "default",
+                self.attention_type.clone(),
+                "default",
+            ),
         ];
         for (what, ok, name, supported) in checks {
             if !ok {
@@ -292,7 +357,11 @@ impl UNetConfig {
             }
         }
         if self.conv_in_kernel != 3 || self.conv_out_kernel != 3 {
-            return unsupported("conv_in_kernel/conv_out_kernel", format!("{}/{}", self.conv_in_kernel, self.conv_out_kernel), "3");
+            return unsupported(
+                "conv_in_kernel/conv_out_kernel",
+                format!("{}/{}", self.conv_in_kernel, self.conv_out_kernel),
+                "3",
+            );
         }
         let heads = self
             .num_attention_heads
@@ -303,25 +372,33 @@ impl UNetConfig {
             down,
             up,
             layers_per_block: self.layers_per_block.expand(n, "layers_per_block", path)?,
-            transformer_layers: self
-                .transformer_layers_per_block
-                .expand(n, "transformer_layers_per_block", path)?,
+            transformer_layers: self.transformer_layers_per_block.expand(
+                n,
+                "transformer_layers_per_block",
+                path,
+            )?,
             heads,
-            cross_attention_dim: self.cross_attention_dim.expand(n, "cross_attention_dim", path)?,
+            cross_attention_dim: self
+                .cross_attention_dim
+                .expand(n, "cross_attention_dim", path)?,
         };
         let g = self.norm_num_groups;
         for (i, &c) in self.block_out_channels.iter().enumerate() {
-            if g == 0 || c % g != 0 {
+            if g == 0 || !c.is_multiple_of(g) {
                 return Err(ModelError::config(
                     path,
-                    format!("block_out_channels[{i}] = {c} is not divisible by norm_num_groups {g}"),
+                    format!(
+                        "block_out_channels[{i}] = {c} is not divisible by norm_num_groups {g}"
+                    ),
                 ));
             }
             let h = resolved.heads[i];
-            if h == 0 || c % h != 0 {
+            if h == 0 || !c.is_multiple_of(h) {
                 return Err(ModelError::config(
                     path,
-                    format!("block_out_channels[{i}] = {c} is not divisible by its {h} attention heads"),
+                    format!(
+                        "block_out_channels[{i}] = {c} is not divisible by its {h} attention heads"
+                    ),
                 ));
             }
         }

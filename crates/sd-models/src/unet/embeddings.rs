@@ -18,7 +18,11 @@ pub fn sinusoidal(timesteps: &[f64], dim: usize, flip_sin_to_cos: bool, shift: f
             .map(|i| t * (-(10000f64.ln()) * i as f64 / (half as f64 - shift)).exp())
             .collect();
         let (sin, cos): (Vec<f64>, Vec<f64>) = args.iter().map(|a| (a.sin(), a.cos())).unzip();
-        let (first, second) = if flip_sin_to_cos { (cos, sin) } else { (sin, cos) };
+        let (first, second) = if flip_sin_to_cos {
+            (cos, sin)
+        } else {
+            (sin, cos)
+        };
         out.extend(first.iter().chain(second.iter()).map(|&v| v as f32));
         if dim % 2 == 1 {
             out.push(0.0);

@@ -116,7 +116,12 @@ impl UNet2DConditionModel {
     }
 
     /// Loads `unet/` (config.json + diffusion_pytorch_model[.variant].safetensors).
-    pub fn load(dir: &Path, variant: Option<&str>, dtype: DType, device: &Device) -> Result<(Self, UNetConfig)> {
+    pub fn load(
+        dir: &Path,
+        variant: Option<&str>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(Self, UNetConfig)> {
         let path = dir.join("config.json");
         let config = UNetConfig::from_file(&path)?;
         let file = weights::weights_file(dir, "diffusion_pytorch_model", variant)?;
@@ -149,7 +154,12 @@ impl UNet2DConditionModel {
     /// - timesteps: `batch` values, or one value shared by the batch
     /// - context: `[batch, text_tokens, cross_attention_dim]`
     /// - output: `[batch, out_channels, h, w]`
-    pub fn forward(&self, sample: Tensor<4>, timesteps: &[f64], context: Tensor<3>) -> Result<Tensor<4>> {
+    pub fn forward(
+        &self,
+        sample: Tensor<4>,
+        timesteps: &[f64],
+        context: Tensor<3>,
+    ) -> Result<Tensor<4>> {
         let [b, c, _, _] = sample.dims();
         let cin = self.conv_in.weight.lazy_shape()[1];
         if c != cin {
@@ -182,7 +192,12 @@ impl UNet2DConditionModel {
     }
 
     /// [`forward`](Self::forward) with a precomputed time embedding (no input checks).
-    pub fn forward_with_embedding(&self, sample: Tensor<4>, temb: &Tensor<2>, context: &Tensor<3>) -> Tensor<4> {
+    pub fn forward_with_embedding(
+        &self,
+        sample: Tensor<4>,
+        temb: &Tensor<2>,
+        context: &Tensor<3>,
+    ) -> Tensor<4> {
         let mut x = self.conv_in.forward(sample);
         let mut skips = vec![x.clone()];
         for block in &self.down_blocks {
@@ -192,12 +207,10 @@ impl UNet2DConditionModel {
         for block in &self.up_blocks {
             let remaining = skips.len() - block.num_resnets();
             // Upsample to the size of the skip the next block will take first.
-            let size = remaining
-                .checked_sub(1)
-                .map(|k| {
-                    let [_, _, h, w] = skips[k].dims();
-                    [h, w]
-                });
+            let size = remaining.checked_sub(1).map(|k| {
+                let [_, _, h, w] = skips[k].dims();
+                [h, w]
+            });
             x = block.forward(x, temb, context, &mut skips, size);
         }
         self.conv_out.forward(silu(self.conv_norm_out.forward(x)))

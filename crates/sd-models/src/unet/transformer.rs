@@ -122,7 +122,15 @@ impl Transformer2DModel {
             norm: group_norm(s.groups, c, 1e-6, device),
             proj_in: Projection::new(c, c, s.use_linear_projection, device),
             transformer_blocks: (0..s.layers)
-                .map(|_| BasicTransformerBlock::new(c, s.context_dim, s.heads, s.upcast_attention, device))
+                .map(|_| {
+                    BasicTransformerBlock::new(
+                        c,
+                        s.context_dim,
+                        s.heads,
+                        s.upcast_attention,
+                        device,
+                    )
+                })
                 .collect(),
             proj_out: Projection::new(c, c, s.use_linear_projection, device),
         }

@@ -132,7 +132,12 @@ impl VaeConfig {
         }
         for t in &self.down_block_types {
             if t != "DownEncoderBlock2D" {
-                return Err(unsupported(path, "down block type", t, "DownEncoderBlock2D"));
+                return Err(unsupported(
+                    path,
+                    "down block type",
+                    t,
+                    "DownEncoderBlock2D",
+                ));
             }
         }
         for t in &self.up_block_types {
@@ -146,11 +151,14 @@ impl VaeConfig {
         if let Some(c) = self
             .block_out_channels
             .iter()
-            .find(|&&c| self.norm_num_groups == 0 || c % self.norm_num_groups != 0)
+            .find(|&&c| self.norm_num_groups == 0 || !c.is_multiple_of(self.norm_num_groups))
         {
             return Err(ModelError::config(
                 path,
-                format!("block_out_channels {c} is not divisible by norm_num_groups {}", self.norm_num_groups),
+                format!(
+                    "block_out_channels {c} is not divisible by norm_num_groups {}",
+                    self.norm_num_groups
+                ),
             ));
         }
         Ok(())

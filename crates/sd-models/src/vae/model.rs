@@ -174,7 +174,12 @@ impl AutoencoderKL {
     }
 
     /// Loads `vae/` (config.json + diffusion_pytorch_model[.variant].safetensors).
-    pub fn load(dir: &Path, variant: Option<&str>, dtype: DType, device: &Device) -> Result<(Self, VaeConfig)> {
+    pub fn load(
+        dir: &Path,
+        variant: Option<&str>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(Self, VaeConfig)> {
         let config = VaeConfig::from_file(&dir.join("config.json"))?;
         let file = weights::weights_file(dir, "diffusion_pytorch_model", variant)?;
         let model = weights::load(Self::new(&config, device), &file, dtype)?;

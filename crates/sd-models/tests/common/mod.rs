@@ -24,11 +24,17 @@ pub struct RefTensor {
 
 impl RefTensor {
     pub fn float<const D: usize>(&self, device: &Device) -> Tensor<D> {
-        Tensor::from_data(TensorData::new(self.f32.clone(), self.shape.clone()), device)
+        Tensor::from_data(
+            TensorData::new(self.f32.clone(), self.shape.clone()),
+            device,
+        )
     }
 
     pub fn int<const D: usize>(&self, device: &Device) -> Tensor<D, Int> {
-        Tensor::from_data(TensorData::new(self.i64.clone(), self.shape.clone()), device)
+        Tensor::from_data(
+            TensorData::new(self.i64.clone(), self.shape.clone()),
+            device,
+        )
     }
 }
 
@@ -70,7 +76,11 @@ pub fn load_refs(name: &str) -> HashMap<String, RefTensor> {
 /// max |ours − reference| / max |reference|: the metric the parity tolerances are stated in.
 pub fn rel_err<const D: usize>(ours: Tensor<D>, reference: &RefTensor) -> f32 {
     assert_eq!(ours.dims().to_vec(), reference.shape, "shape");
-    let ours: Vec<f32> = ours.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    let ours: Vec<f32> = ours
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap();
     let max_ref = reference.f32.iter().fold(0f32, |m, v| m.max(v.abs()));
     let max_err = ours
         .iter()

@@ -59,6 +59,8 @@ pub(super) struct TokenizerFolder {
 }
 
 impl TokenizerFolder {
+    /// Reads `tokenizer_config.json`, `special_tokens_map.json` and either `tokenizer.json` or
+    /// `vocab.json` + `merges.txt`, as `CLIPTokenizer.from_pretrained` does.
     pub fn read(dir: &Path) -> Result<Self> {
         let config_path = dir.join(TOKENIZER_CONFIG_FILE);
         let config = read_json_object(&config_path, "CLIP tokenizer config")?;
@@ -375,7 +377,7 @@ fn check_merges(merges: &Merges, vocab: &Vocab, path: &Path) -> Result<()> {
             return Err(invalid(
                 path,
                 format!(
-                    "merge {} ({left:?} {right:?}) uses {missing:?}, which is not in the vocabulary",
+                    "merge {} ({left:?} {right:?}) needs {missing:?}, absent from the vocabulary",
                     rank + 1
                 ),
             ));

@@ -1,0 +1,283 @@
+//! The `ddim-edit` binary on the tiny fixture model: outputs, determinism, and bad inputs (each a
+//! clear error, a non-zero exit, and no output file left behind).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn model() -> String {
+    fixtures().join("models/tiny-sd1").display().to_string()
+}
+
+fn image() -> String {
+    fixtures().join("images/sd1.png").display().to_string()
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ddim-edit"))
+        .args(args)
+        .env("HF_HUB_CACHE", "/nonexistent-hf-cache")
+        .output()
+        .expect("runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// Runs `edit` with `extra` arguments and asserts failure mentioning `needle`, with no output left.
+fn assert_edit_fails(model: &str, image: &str, extra: &[&str], needle: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.png");
+    let out_s = out.display().to_string();
+    let mut args = vec![
+        "edit",
+        "-q",
+        "--model",
+        model,
+        "--image",
+        image,
+        "--prompt",
+        "a red circle",
+        "--edit-prompt",
+        "a blue square",
+        "--steps",
+        "4",
+        "--start-step",
+        "1",
+        "--out",
+        &out_s,
+    ];
+    args.extend_from_slice(extra);
+    let o = run(&args);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "expected failure for {extra:?}");
+    assert!(
+        err.contains(needle),
+        "error for {extra:?} should mention {needle:?}: {err}"
+    );
+    assert!(!out.exists(), "output left behind for {extra:?}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "temporary files left behind"
+    );
+}
+
+#[test]
+fn edit_writes_identical_pngs_for_identical_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pngs = Vec::new();
+    for i in 0..2 {
+        let out = dir.path().join(format!("edit{i}.png"));
+        let lat = dir.path().join(format!("lat{i}.safetensors"));
+        let traj = dir.path().join(format!("traj{i}.safetensors"));
+        let o = run(&[
+            "edit",
+            "--model",
+            &model(),
+            "--image",
+            &image(),
+            "--prompt",
+            "a red circle",
+            "--edit-prompt",
+            "a blue square",
+            "--steps",
+            "6",
+            "--start-step",
+            "2",
+            "--out",
+            &out.display().to_string(),
+            "--save-latents",
+            &lat.display().to_string(),
+            "--save-trajectory",
+            &traj.display().to_string(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("done in"),
+            "summary line: {}",
+            stderr(&o)
+        );
+        let img = image::open(&out).unwrap();
+        assert_eq!((img.width(), img.height()), (16, 16));
+        assert!(lat.exists() && traj.exists());
+        pngs.push(std::fs::read(&out).unwrap());
+    }
+    assert_eq!(
+        pngs[0], pngs[1],
+        "same inputs must give byte-identical PNGs"
+    );
+}
+
+#[test]
+fn invert_then_sample_from_the_trajectory() {
+    let dir = tempfile::tempdir().unwrap();
+    let traj = dir.path().join("t.safetensors").display().to_string();
+    let o = run(&[
+        "invert",
+        "-q",
+        "--model",
+        &model(),
+        "--image",
+        &image(),
+        "--prompt",
+        "a red circle",
+        "--steps",
+        "5",
+        "--out",
+        &traj,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = dir.path().join("s.png").display().to_string();
+    let o = run(&[
+        "sample",
+        "-q",
+        "--model",
+        &model(),
+        "--prompt",
+        "a red circle",
+        "--latents",
+        &traj,
+        "--start-step",
+        "1",
+        "--steps",
+        "5",
+        "--out",
+        &out,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A trajectory made with 5 steps cannot be sampled with 6.
+    let bad = dir.path().join("bad.png");
+    let o = run(&[
+        "sample",
+        "-q",
+        "--model",
+        &model(),
+        "--prompt",
+        "x",
+        "--latents",
+        &traj,
+        "--start-step",
+        "1",
+        "--steps",
+        "6",
+        "--out",
+        &bad.display().to_string(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("made with 5 steps but --steps is 6"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!bad.exists());
+    // Text-to-image from a seed.
+    let gen_out = dir.path().join("g.png").display().to_string();
+    let o = run(&[
+        "sample",
+        "-q",
+        "--model",
+        &model(),
+        "--prompt",
+        "a green star",
+        "--seed",
+        "3",
+        "--steps",
+        "3",
+        "--out",
+        &gen_out,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_arguments_are_clear_errors() {
+    let m = model();
+    let img = image();
+    assert_edit_fails(
+        &m,
+        &img,
+        &["--size", "17x16"],
+        "not a multiple of 8 in both directions (the model's down-sampling); nearest valid sizes: 16x16, 24x16",
+    );
+    assert_edit_fails(
+        &m,
+        &img,
+        &["--start-step", "4"],
+        "--start-step 4 must be smaller than --steps 4",
+    );
+    assert_edit_fails(&m, &img, &["--steps", "0"], "--steps must be at least 1");
+    assert_edit_fails(&m, &img, &["--device", "cuda"], "--device cuda");
+    assert_edit_fails(
+        &m,
+        "http://127.0.0.1:9/photo.png",
+        &[],
+        "http://127.0.0.1:9/photo.png",
+    );
+    let text = fixtures()
+        .join("models/tiny-sd1/model_index.json")
+        .display()
+        .to_string();
+    assert_edit_fails(&m, &text, &[], "cannot read image");
+    assert_edit_fails(&m, "/no/such/photo.png", &[], "/no/such/photo.png");
+    assert_edit_fails("no-such-model", &img, &[], "no-such-model");
+    assert_edit_fails(
+        "stabilityai/stable-diffusion-2-1-base",
+        &img,
+        &[],
+        "cargo xtask fetch --repo stabilityai/stable-diffusion-2-1-base",
+    );
+}
+
+#[test]
+fn broken_model_folders_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing-vae");
+    copy_dir(&fixtures().join("models/tiny-sd1"), &missing);
+    std::fs::remove_dir_all(missing.join("vae")).unwrap();
+    assert_edit_fails(
+        &missing.display().to_string(),
+        &image(),
+        &[],
+        "`vae` component is missing",
+    );
+
+    let corrupt = dir.path().join("corrupt-unet");
+    copy_dir(&fixtures().join("models/tiny-sd1"), &corrupt);
+    let weights = corrupt.join("unet/diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    assert_edit_fails(
+        &corrupt.display().to_string(),
+        &image(),
+        &[],
+        "diffusion_pytorch_model.safetensors",
+    );
+}
+
+#[test]
+fn help_lists_devices() {
+    let o = run(&["edit", "--help"]);
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        help.contains("--device") && help.contains("built in: cpu"),
+        "{help}"
+    );
+}
