@@ -54,7 +54,14 @@ fn load(common: &Common) -> Result<Pipeline> {
     let dir = crate::model::resolve(&common.model)?;
     let device = crate::device::select(&common.device)?;
     let start = Instant::now();
-    let pipeline = Pipeline::load(&dir, &LoadOptions::new(device))
+    let mut options = LoadOptions::new(device);
+    options.dtype = match common.dtype.as_str() {
+        "f16" => burn::tensor::DType::F16,
+        "bf16" => burn::tensor::DType::BF16,
+        _ => burn::tensor::DType::F32,
+    };
+    options.variant = common.variant.clone();
+    let pipeline = Pipeline::load(&dir, &options)
         .with_context(|| format!("loading model {:?}", common.model))?;
     log::info!("loaded {dir:?} in {:.2} s", start.elapsed().as_secs_f64());
     Ok(pipeline)

@@ -27,6 +27,14 @@ pub struct Common {
     pub model: String,
     #[arg(long, default_value = "cpu", help = device::HELP)]
     pub device: String,
+    /// Compute precision of the text encoder and UNet: f32, f16 or bf16 (the VAE always runs in
+    /// f32, since SD VAEs overflow in f16).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
+    pub dtype: String,
+    /// Weight files to read: e.g. `fp16` for `*.fp16.safetensors` (default: the plain files, or the
+    /// only variant present).
+    #[arg(long)]
+    pub variant: Option<String>,
     /// Number of DDIM steps N.
     #[arg(long, default_value_t = 50)]
     pub steps: usize,

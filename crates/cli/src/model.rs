@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use inversion::hub::{cached_snapshot, hub_cache};
 use serde::Deserialize;
 
 /// The models this project knows how to fetch (`weights.toml`, compiled in).
@@ -22,27 +23,6 @@ struct Entry {
     repo: String,
     #[serde(default)]
     revision: Option<String>,
-}
-
-/// The Hugging Face hub cache: `HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`.
-pub fn hub_cache() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("HF_HUB_CACHE") {
-        return Some(PathBuf::from(p));
-    }
-    if let Some(p) = std::env::var_os("HF_HOME") {
-        return Some(PathBuf::from(p).join("hub"));
-    }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
-}
-
-/// The snapshot folder of `repo` at `revision` (a branch name or commit) in the hub cache.
-pub fn cached_snapshot(cache: &Path, repo: &str, revision: &str) -> Option<PathBuf> {
-    let root = cache.join(format!("models--{}", repo.replace('/', "--")));
-    let commit = std::fs::read_to_string(root.join("refs").join(revision))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| revision.to_string());
-    let snap = root.join("snapshots").join(commit);
-    snap.join("model_index.json").is_file().then_some(snap)
 }
 
 /// Resolves `--model` to a local diffusers folder without touching the network.

@@ -7,6 +7,7 @@
 
 pub mod algorithms;
 pub mod error;
+pub mod hub;
 pub mod io;
 pub mod pipeline;
 pub mod progress;

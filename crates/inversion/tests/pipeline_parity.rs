@@ -95,9 +95,30 @@ fn max_level_diff(ours: &image::RgbImage, r: &Ref) -> u8 {
         .unwrap()
 }
 
+/// The CPU backend on every case; with `--features wgpu` also wgpu (CI: Mesa lavapipe) on the
+/// SD2 non-square edit and the generation case, a representative subset that keeps CI short.
+fn devices() -> Vec<(&'static str, Device, &'static [&'static str])> {
+    #[allow(unused_mut)]
+    let mut d: Vec<(&'static str, Device, &'static [&'static str])> =
+        vec![("cpu", Device::flex(), &[])];
+    #[cfg(feature = "wgpu")]
+    d.push((
+        "wgpu",
+        Device::wgpu(Default::default()),
+        &["sd2", "gen_sd1"],
+    ));
+    d
+}
+
 #[test]
 fn edit_and_generate_match_diffusers() {
-    let device = Device::flex();
+    for (backend, device, subset) in devices() {
+        run_cases(backend, &device, subset);
+    }
+}
+
+fn run_cases(backend: &str, device: &Device, subset: &[&str]) {
+    let device = device.clone();
     let spec: Value = serde_json::from_str(
         &std::fs::read_to_string(fixtures().join("refs/pipeline.json")).unwrap(),
     )
@@ -105,7 +126,11 @@ fn edit_and_generate_match_diffusers() {
     let cases = spec["cases"].as_array().unwrap();
     assert!(cases.len() >= 4);
     for case in cases {
-        let name = case["name"].as_str().unwrap();
+        let case_name = case["name"].as_str().unwrap();
+        if !subset.is_empty() && !subset.contains(&case_name) {
+            continue;
+        }
+        let name = &format!("{backend} {case_name}");
         let s = |k: &str| case[k].as_str().unwrap_or("").to_string();
         let n = case["steps"].as_u64().unwrap() as usize;
         let k = case["start_step"].as_u64().unwrap() as usize;

@@ -5,7 +5,9 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
     GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d,
 };
-use burn::tensor::Device;
+use burn::tensor::module::unfold4d;
+use burn::tensor::ops::{PadMode, UnfoldOptions};
+use burn::tensor::{Device, Tensor};
 
 /// `nn.Conv2d(cin, cout, k, stride, padding)`.
 pub fn conv2d(
@@ -39,4 +41,53 @@ pub fn group_norm(groups: usize, channels: usize, eps: f64, device: &Device) -> 
 /// `nn.LayerNorm(dim, eps)`.
 pub fn layer_norm(dim: usize, eps: f64, device: &Device) -> LayerNorm {
     LayerNormConfig::new(dim).with_epsilon(eps).init(device)
+}
+
+/// The largest im2col matrix (bytes) [`conv2d_forward`] builds in one piece.
+const IM2COL_MAX_BYTES: usize = 64 << 20;
+
+/// `conv.forward(x)`, computed on the CPU backend (`flex`) as one im2col matrix and one matrix
+/// product when that matrix is small (at most [`IM2COL_MAX_BYTES`]).
+///
+/// Why: flex's `conv2d` re-lays out the whole weight (`[cout, cin, k, k]` → `[cout, k, k, cin]`) and
+/// the input (NCHW → NHWC) on every call, single-threaded. For the UNet's deep blocks (640–2560
+/// input channels on 4²–32² pixels) that copy costs as much as the product itself: measured 1.5–3.4×
+/// slower than `unfold4d` + `matmul`, which use the weight as stored and produce NCHW directly
+/// (`cargo xtask bench --component ops`). Large images keep flex's tiled im2col, which needs far
+/// less memory at the same speed. Other backends always take `conv.forward`.
+///
+/// # Shapes
+/// - x: `[batch, cin, h, w]` → `[batch, cout, h', w']`
+pub fn conv2d_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [b, cin, h, w] = x.dims();
+    let [kh, kw] = conv.kernel_size;
+    let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding else {
+        return conv.forward(x);
+    };
+    let fast = std::env::var_os("SD_CONV_BURN").is_none() // TEMP A/B
+        && kh * kw > 1
+        && conv.groups == 1
+        && conv.dilation == [1, 1]
+        && b * cin * kh * kw * h * w * 4 <= IM2COL_MAX_BYTES
+        && x.device() == Device::flex();
+    if !fast {
+        return conv.forward(x);
+    }
+    let x = if top + left + bottom + right > 0 {
+        x.pad((left, right, top, bottom), PadMode::Constant(0.0))
+    } else {
+        x
+    };
+    let [_, _, hp, wp] = x.dims();
+    let (ho, wo) = ((hp - kh) / conv.stride[0] + 1, (wp - kw) / conv.stride[1] + 1);
+    // [b, cin·kh·kw, ho·wo], rows in the weight's (cin, kh, kw) order.
+    let cols = unfold4d(x, conv.kernel_size, UnfoldOptions::new(conv.stride, [0, 0], [1, 1]));
+    let weight = conv.weight.val();
+    let cout = weight.dims()[0];
+    let y = weight.reshape([1, cout, cin * kh * kw]).matmul(cols); // [b, cout, ho·wo]
+    let y = match &conv.bias {
+        Some(bias) => y + bias.val().reshape([1, cout, 1]),
+        None => y,
+    };
+    y.reshape([b, cout, ho, wo])
 }

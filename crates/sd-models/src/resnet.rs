@@ -8,7 +8,7 @@ use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
 
-use crate::layers::{conv2d, group_norm, linear};
+use crate::layers::{conv2d, conv2d_forward, group_norm, linear};
 
 /// Two 3×3 convolutions with group norm and SiLU, the time embedding added in between (UNet only),
 /// and a 1×1 shortcut when the channel count changes.
@@ -45,7 +45,7 @@ impl ResnetBlock2D {
     /// - x: `[batch, cin, h, w]`, temb: `[batch, temb_channels]`
     /// - output: `[batch, cout, h, w]`
     pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let h = conv2d_forward(&self.conv1, silu(self.norm1.forward(x.clone())));
         let h = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(temb)) => {
                 let t = proj.forward(silu(temb.clone())); // [batch, cout]
@@ -54,7 +54,7 @@ impl ResnetBlock2D {
             }
             _ => h,
         };
-        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let h = conv2d_forward(&self.conv2, silu(self.norm2.forward(h)));
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x),
             None => x,
@@ -87,7 +87,7 @@ impl Downsample2D {
         } else {
             x
         };
-        self.conv.forward(x)
+        conv2d_forward(&self.conv, x)
     }
 }
 
@@ -115,6 +115,6 @@ impl Upsample2D {
             x,
             InterpolateOptions::new(InterpolateMode::Nearest).with_output_size(size),
         );
-        self.conv.forward(x)
+        conv2d_forward(&self.conv, x)
     }
 }

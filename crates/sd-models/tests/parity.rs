@@ -16,90 +16,108 @@ use sd_models::vae::AutoencoderKL;
 const TOL: f32 = 1e-4;
 const MODELS: [&str; 3] = ["tiny-sd1", "tiny-sd2", "tiny-sd2-v"];
 
-fn device() -> Device {
-    Device::flex()
+/// The CPU backend always; wgpu too when built with `--features wgpu` (CI: Mesa lavapipe).
+fn devices() -> Vec<(&'static str, Device)> {
+    #[allow(unused_mut)]
+    let mut d = vec![("cpu", Device::flex())];
+    #[cfg(feature = "wgpu")]
+    if let Some(wgpu) = common::wgpu_device() {
+        d.push(("wgpu", wgpu));
+    }
+    d
 }
 
 #[test]
 fn text_encoder_matches_transformers() {
-    let device = device();
-    for name in MODELS {
-        let model = ClipTextModel::load(
-            &model_dir(name).join("text_encoder"),
-            None,
-            DType::F32,
-            &device,
-        )
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let refs = load_refs(&format!("{name}-text.safetensors"));
-        let ids = refs["input_ids"].int::<2>(&device);
-        let out = model.forward(ids).unwrap();
-        let err = rel_err(out, &refs["last_hidden_state"]);
-        eprintln!("{name} text encoder: rel err {err:e}");
-        assert!(err < TOL, "{name} text encoder: rel err {err:e}");
+    for (backend, device) in devices() {
+        for name in MODELS {
+            let model = ClipTextModel::load(
+                &model_dir(name).join("text_encoder"),
+                None,
+                DType::F32,
+                &device,
+            )
+            .unwrap_or_else(|e| panic!("{backend} {name}: {e}"));
+            let refs = load_refs(&format!("{name}-text.safetensors"));
+            let ids = refs["input_ids"].int::<2>(&device);
+            let out = model.forward(ids).unwrap();
+            let err = rel_err(out, &refs["last_hidden_state"]);
+            eprintln!("{backend} {name} text encoder: rel err {err:e}");
+            assert!(err < TOL, "{backend} {name} text encoder: rel err {err:e}");
+        }
     }
 }
 
 #[test]
 fn unet_matches_diffusers() {
-    let device = device();
-    for name in MODELS {
-        let (unet, _) =
-            UNet2DConditionModel::load(&model_dir(name).join("unet"), None, DType::F32, &device)
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let refs = load_refs(&format!("{name}-unet.safetensors"));
-        for case in 0..3 {
-            let r = |k: &str| &refs[&format!("case{case}_{k}")];
-            let ts: Vec<f64> = r("timestep").i64.iter().map(|&t| t as f64).collect();
-            let out = unet
-                .forward(
-                    r("sample").float(&device),
-                    &ts,
-                    r("encoder_hidden_states").float(&device),
-                )
-                .unwrap();
-            let err = rel_err(out, r("out"));
-            eprintln!("{name} unet case {case}: rel err {err:e}");
-            assert!(err < TOL, "{name} unet case {case}: rel err {err:e}");
+    for (backend, device) in devices() {
+        for name in MODELS {
+            let (unet, _) = UNet2DConditionModel::load(
+                &model_dir(name).join("unet"),
+                None,
+                DType::F32,
+                &device,
+            )
+            .unwrap_or_else(|e| panic!("{backend} {name}: {e}"));
+            let refs = load_refs(&format!("{name}-unet.safetensors"));
+            for case in 0..3 {
+                let r = |k: &str| &refs[&format!("case{case}_{k}")];
+                let ts: Vec<f64> = r("timestep").i64.iter().map(|&t| t as f64).collect();
+                let out = unet
+                    .forward(
+                        r("sample").float(&device),
+                        &ts,
+                        r("encoder_hidden_states").float(&device),
+                    )
+                    .unwrap();
+                let err = rel_err(out, r("out"));
+                eprintln!("{backend} {name} unet case {case}: rel err {err:e}");
+                assert!(
+                    err < TOL,
+                    "{backend} {name} unet case {case}: rel err {err:e}"
+                );
+            }
         }
     }
 }
 
 #[test]
 fn vae_matches_diffusers() {
-    let device = device();
-    for name in MODELS {
-        let (vae, _) = AutoencoderKL::load(&model_dir(name).join("vae"), None, DType::F32, &device)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let refs = load_refs(&format!("{name}-vae.safetensors"));
-        let post = vae.encode(refs["image"].float(&device)).unwrap();
-        let checks = [
-            (
-                "posterior mean",
-                rel_err(post.mean, &refs["posterior_mean"]),
-            ),
-            (
-                "posterior logvar",
-                rel_err(post.logvar, &refs["posterior_logvar"]),
-            ),
-            (
-                "square posterior mean",
-                rel_err(
-                    vae.encode(refs["image_sq"].float(&device)).unwrap().mean,
-                    &refs["posterior_mean_sq"],
+    for (backend, device) in devices() {
+        for name in MODELS {
+            let (vae, _) =
+                AutoencoderKL::load(&model_dir(name).join("vae"), None, DType::F32, &device)
+                    .unwrap_or_else(|e| panic!("{backend} {name}: {e}"));
+            let refs = load_refs(&format!("{name}-vae.safetensors"));
+            let post = vae.encode(refs["image"].float(&device)).unwrap();
+            let checks = [
+                (
+                    "posterior mean",
+                    rel_err(post.mean, &refs["posterior_mean"]),
                 ),
-            ),
-            (
-                "decode",
-                rel_err(
-                    vae.decode(refs["latents"].float(&device)).unwrap(),
-                    &refs["decoded"],
+                (
+                    "posterior logvar",
+                    rel_err(post.logvar, &refs["posterior_logvar"]),
                 ),
-            ),
-        ];
-        for (what, err) in checks {
-            eprintln!("{name} vae {what}: rel err {err:e}");
-            assert!(err < TOL, "{name} vae {what}: rel err {err:e}");
+                (
+                    "square posterior mean",
+                    rel_err(
+                        vae.encode(refs["image_sq"].float(&device)).unwrap().mean,
+                        &refs["posterior_mean_sq"],
+                    ),
+                ),
+                (
+                    "decode",
+                    rel_err(
+                        vae.decode(refs["latents"].float(&device)).unwrap(),
+                        &refs["decoded"],
+                    ),
+                ),
+            ];
+            for (what, err) in checks {
+                eprintln!("{backend} {name} vae {what}: rel err {err:e}");
+                assert!(err < TOL, "{backend} {name} vae {what}: rel err {err:e}");
+            }
         }
     }
 }

@@ -17,7 +17,7 @@ use burn::tensor::{DType, Device, Tensor};
 pub use config::{PerBlock, UNetConfig};
 
 use crate::error::{ModelError, Result};
-use crate::layers::{conv2d, group_norm};
+use crate::layers::{conv2d, conv2d_forward, group_norm};
 use crate::weights;
 use blocks::{BlockSpec, DownBlock, MidBlock2DCrossAttn, UpBlock};
 use config::{DownBlockType, UpBlockType};
@@ -198,7 +198,7 @@ impl UNet2DConditionModel {
         temb: &Tensor<2>,
         context: &Tensor<3>,
     ) -> Tensor<4> {
-        let mut x = self.conv_in.forward(sample);
+        let mut x = conv2d_forward(&self.conv_in, sample);
         let mut skips = vec![x.clone()];
         for block in &self.down_blocks {
             x = block.forward(x, temb, context, &mut skips);
@@ -213,6 +213,6 @@ impl UNet2DConditionModel {
             });
             x = block.forward(x, temb, context, &mut skips, size);
         }
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        conv2d_forward(&self.conv_out, silu(self.conv_norm_out.forward(x)))
     }
 }

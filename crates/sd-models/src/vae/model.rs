@@ -11,7 +11,7 @@ use burn::tensor::{DType, Device, Tensor};
 use super::config::VaeConfig;
 use crate::attention::Attention;
 use crate::error::{ModelError, Result};
-use crate::layers::{conv2d, group_norm};
+use crate::layers::{conv2d, conv2d_forward, group_norm};
 use crate::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
 use crate::weights;
 
@@ -200,7 +200,7 @@ impl AutoencoderKL {
             });
         }
         let e = &self.encoder;
-        let mut x = e.conv_in.forward(image);
+        let mut x = conv2d_forward(&e.conv_in, image);
         for block in &e.down_blocks {
             for r in &block.resnets {
                 x = r.forward(x, None);
@@ -210,7 +210,7 @@ impl AutoencoderKL {
             }
         }
         x = e.mid_block.forward(x);
-        x = e.conv_out.forward(silu(e.conv_norm_out.forward(x)));
+        x = conv2d_forward(&e.conv_out, silu(e.conv_norm_out.forward(x)));
         if let Some(q) = &self.quant_conv {
             x = q.forward(x);
         }
@@ -239,7 +239,7 @@ impl AutoencoderKL {
             None => latents,
         };
         let d = &self.decoder;
-        x = d.conv_in.forward(x);
+        x = conv2d_forward(&d.conv_in, x);
         x = d.mid_block.forward(x);
         for block in &d.up_blocks {
             for r in &block.resnets {
@@ -249,6 +249,6 @@ impl AutoencoderKL {
                 x = u.forward(x, None);
             }
         }
-        Ok(d.conv_out.forward(silu(d.conv_norm_out.forward(x))))
+        Ok(conv2d_forward(&d.conv_out, silu(d.conv_norm_out.forward(x))))
     }
 }
