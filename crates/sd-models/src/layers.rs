@@ -79,9 +79,16 @@ pub fn conv2d_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         x
     };
     let [_, _, hp, wp] = x.dims();
-    let (ho, wo) = ((hp - kh) / conv.stride[0] + 1, (wp - kw) / conv.stride[1] + 1);
+    let (ho, wo) = (
+        (hp - kh) / conv.stride[0] + 1,
+        (wp - kw) / conv.stride[1] + 1,
+    );
     // [b, cin·kh·kw, ho·wo], rows in the weight's (cin, kh, kw) order.
-    let cols = unfold4d(x, conv.kernel_size, UnfoldOptions::new(conv.stride, [0, 0], [1, 1]));
+    let cols = unfold4d(
+        x,
+        conv.kernel_size,
+        UnfoldOptions::new(conv.stride, [0, 0], [1, 1]),
+    );
     let weight = conv.weight.val();
     let cout = weight.dims()[0];
     let y = weight.reshape([1, cout, cin * kh * kw]).matmul(cols); // [b, cout, ho·wo]

@@ -249,6 +249,9 @@ impl AutoencoderKL {
                 x = u.forward(x, None);
             }
         }
-        Ok(conv2d_forward(&d.conv_out, silu(d.conv_norm_out.forward(x))))
+        Ok(conv2d_forward(
+            &d.conv_out,
+            silu(d.conv_norm_out.forward(x)),
+        ))
     }
 }
