@@ -64,8 +64,7 @@ pub fn conv2d_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding else {
         return conv.forward(x);
     };
-    let fast = std::env::var_os("SD_CONV_BURN").is_none() // TEMP A/B
-        && kh * kw > 1
+    let fast = kh * kw > 1
         && conv.groups == 1
         && conv.dilation == [1, 1]
         && b * cin * kh * kw * h * w * 4 <= IM2COL_MAX_BYTES
