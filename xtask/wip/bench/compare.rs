@@ -1,0 +1,124 @@
+//! `bench --torch`: the PyTorch side (`tests/reference/bench_torch.py`, run after ours so the two
+//! never share the cores) and the table that compares them.
+
+use std::fmt::Write as _;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use super::Options;
+use crate::project_root;
+
+/// Runs the PyTorch script with the same shapes, iterations and thread count; returns its records
+/// (also echoed on stdout, so that stdout holds every measurement of the run).
+pub fn run_torch(o: &Options) -> anyhow::Result<Vec<Value>> {
+    let root = project_root();
+    let python = std::env::var("PYTHON")
+        .unwrap_or_else(|_| root.join(".venv/bin/python").display().to_string());
+    let mut cmd = Command::new(&python);
+    cmd.current_dir(&root)
+        .arg(root.join("tests/reference/bench_torch.py"))
+        .args(["--latent", &o.latent.to_string()])
+        .args(["--threads", &o.threads().to_string()])
+        .args(["--preset", &o.preset])
+        .args(["--component", &o.components.join(",")])
+        .args(["--steps", &o.steps.to_string()])
+        .args(["--start-step", &o.start_step.to_string()])
+        .args(["--matmul", &o.matmul.to_string()])
+        .stdout(Stdio::piped());
+    if let Some(n) = o.iters {
+        cmd.args(["--iters", &n.to_string()]);
+    }
+    let out = cmd
+        .spawn()
+        .and_then(|child| child.wait_with_output())
+        .with_context(|| {
+            format!("running {python} (set PYTHON to the venv of tests/reference/requirements.txt)")
+        })?;
+    if !out.status.success() {
+        bail!("bench_torch.py failed ({})", out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut records = Vec::new();
+    for line in text.lines().filter(|l| l.starts_with('{')) {
+        println!("{line}");
+        records.push(
+            serde_json::from_str(line)
+                .with_context(|| format!("bench_torch.py printed {line:?}"))?,
+        );
+    }
+    Ok(records)
+}
+
+fn num(r: &Value, key: &str) -> f64 {
+    r.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN)
+}
+
+/// The record of `component`; an op variant (`op:conv3x3-320-im2col`) matches PyTorch's op.
+fn find<'a>(records: &'a [Value], component: &str) -> Option<&'a Value> {
+    let base = component.trim_end_matches("-im2col");
+    records
+        .iter()
+        .find(|r| r.get("component").and_then(Value::as_str) == Some(component))
+        .or_else(|| {
+            records
+                .iter()
+                .find(|r| r.get("component").and_then(Value::as_str) == Some(base))
+        })
+}
+
+/// A Markdown table: per component our and PyTorch's median time, the ratio, GFLOP/s and % of
+/// each side's measured f32 matmul ceiling, and peak memory.
+pub fn table(ours: &[Value], theirs: &[Value]) -> String {
+    let ceiling = |records: &[Value]| find(records, "matmul").map(|r| num(r, "gflop_per_s"));
+    let (our_ceiling, their_ceiling) = (ceiling(ours), ceiling(theirs));
+    let pct =
+        |g: f64, c: Option<f64>| c.map_or("–".into(), |c| format!("{:.0} %", 100.0 * g / c));
+    let mut t = String::new();
+    let first = ours.first().or(theirs.first());
+    if let Some(r) = first {
+        let _ = writeln!(
+            t,
+            "\n{} preset, {:?} latents, {} threads, f32 (ours: {}; PyTorch: {})\n",
+            r["preset"].as_str().unwrap_or("?"),
+            r["latent"],
+            r["threads"],
+            ours.first()
+                .and_then(|r| r["backend"].as_str())
+                .unwrap_or("–"),
+            theirs
+                .first()
+                .and_then(|r| r["backend"].as_str())
+                .unwrap_or("–"),
+        );
+    }
+    t.push_str("| component | ours (s) | PyTorch (s) | ours/PyTorch | ours GFLOP/s | PyTorch GFLOP/s | ours % ceiling | PyTorch % ceiling | ours peak MiB | PyTorch peak MiB |\n");
+    t.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for r in ours {
+        let component = r["component"].as_str().unwrap_or("?");
+        let other = find(theirs, component);
+        let (ot, og) = other.map_or((f64::NAN, f64::NAN), |o| {
+            (num(o, "median_s"), num(o, "gflop_per_s"))
+        });
+        let (mt, mg) = (num(r, "median_s"), num(r, "gflop_per_s"));
+        let name = match component {
+            "edit" => format!(
+                "edit (N={}, k={}: {} UNet calls; tutorial {})",
+                r["steps"], r["start_step"], r["unet_evals"], r["tutorial_unet_evals"]
+            ),
+            "matmul" => format!("matmul {:?} (ceiling)", r["size"]),
+            c => c.to_string(),
+        };
+        let _ = writeln!(
+            t,
+            "| {name} | {mt:.3} | {ot:.3} | {:.2} | {mg:.1} | {og:.1} | {} | {} | {:.0} | {:.0} |",
+            mt / ot,
+            pct(mg, our_ceiling),
+            pct(og, their_ceiling),
+            num(r, "peak_rss_mib"),
+            other.map_or(f64::NAN, |o| num(o, "peak_rss_mib")),
+        );
+    }
+    t
+}

@@ -1,0 +1,302 @@
+//! The measurements on our side: random-weight presets run through `inversion::Pipeline`.
+//!
+//! One JSON line per component on stdout:
+//! `{"impl": "burn", "component", "preset", "latent": [h, w], "image": [H, W], "batch", "backend",
+//! "device", "dtype", "threads", "warmup", "iterations", "median_s", "min_s", "flop",
+//! "gflop_per_s", "peak_rss_mib"}`, and for `edit` also `steps`, `start_step`, `unet_evals` (batch-2
+//! UNet calls: 2(N−k)) and `tutorial_unet_evals` (the diffusion course notebook's N−2 inverse steps
+//! plus N−k sampling steps). `flop` is the analytic count of [`super::flops`]; `peak_rss_mib` is
+//! VmHWM after resetting it to the current RSS before the component, so it is that component's
+//! peak on top of what the process already holds (all three models included).
+//!
+//! Model weights are lazily initialised: every model runs once at a small size before anything is
+//! timed, so that no measurement includes drawing ~1.3 G random numbers.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use burn::tensor::{Device, Distribution, Tensor};
+use ddim::{DdimSchedule, SchedulerConfig};
+use inversion::{EditOptions, NoProgress, Pipeline};
+use sd_models::clip::{ClipTextConfig, ClipTextModel, ClipTokenizer};
+use sd_models::unet::{UNet2DConditionModel, UNetConfig};
+use sd_models::vae::{AutoencoderKL, VaeConfig};
+use serde_json::{Value, json};
+
+use super::{Options, flops};
+use crate::project_root;
+
+/// The device for `--device`.
+fn device(name: &str) -> anyhow::Result<Device> {
+    match name {
+        "cpu" | "flex" => Ok(Device::flex()),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Ok(Device::wgpu(Default::default())),
+        #[cfg(feature = "cuda")]
+        "cuda" => Ok(Device::cuda(0)),
+        other => bail!(
+            "--device {other:?} is not built in (cpu always; wgpu/cuda need `--features wgpu`/`cuda`)"
+        ),
+    }
+}
+
+/// A pipeline of random-weight models for `preset`, with the committed scheduler config and CLIP
+/// vocabulary of the fixtures.
+fn pipeline(preset: &str, device: &Device) -> anyhow::Result<(Pipeline, ClipTextConfig)> {
+    let root = project_root();
+    let (unet_config, text_config, tokenizer) = match preset {
+        "sd-1-5" => (UNetConfig::sd15(), ClipTextConfig::sd15(), "tiny-sd1"),
+        _ => (UNetConfig::sd21_base(), ClipTextConfig::sd21(), "tiny-sd2"),
+    };
+    let vae_config = VaeConfig::sd(512);
+    let dir = root.join("tests/fixtures/configs").join(preset);
+    let scheduler = dir.join("scheduler/scheduler_config.json");
+    let schedule = DdimSchedule::new(
+        SchedulerConfig::from_file(&scheduler).with_context(|| format!("reading {scheduler:?}"))?,
+    )?;
+    let tokenizer_dir = root
+        .join("tests/fixtures/models")
+        .join(tokenizer)
+        .join("tokenizer");
+    let pipeline = Pipeline {
+        tokenizer: ClipTokenizer::from_dir(&tokenizer_dir)
+            .with_context(|| format!("reading {tokenizer_dir:?}"))?,
+        text_encoder: ClipTextModel::new(&text_config, device),
+        unet: UNet2DConditionModel::new(&unet_config, Path::new(preset), device)?,
+        unet_config,
+        vae: AutoencoderKL::new(&vae_config, device),
+        vae_config,
+        schedule,
+        device: device.clone(),
+        dtype: burn::tensor::DType::F32,
+        dir,
+    };
+    Ok((pipeline, text_config))
+}
+
+/// Peak resident memory (VmHWM) in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// The 1-minute load average: above 0 (our own threads aside) means other work shared the cores.
+pub fn loadavg() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// Resets VmHWM to the current RSS (Linux ≥ 4.0); without it the peak is the process's.
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Times `iters` calls of `f` after `warmup` untimed ones; `f` must return once its work is done
+/// (it syncs the device). Returns the times in seconds and the peak memory.
+pub fn time(
+    warmup: usize,
+    iters: usize,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<(Vec<f64>, Option<f64>)> {
+    reset_peak();
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let start = Instant::now();
+        f()?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    Ok((times, peak_rss_mib()))
+}
+
+fn median(times: &[f64]) -> f64 {
+    let mut t = times.to_vec();
+    t.sort_by(f64::total_cmp);
+    let n = t.len();
+    if n % 2 == 1 {
+        t[n / 2]
+    } else {
+        (t[n / 2 - 1] + t[n / 2]) / 2.0
+    }
+}
+
+/// One measurement as its JSON record (the format in the module header); `extra` adds fields.
+#[allow(clippy::too_many_arguments)]
+pub fn record(
+    o: &Options,
+    component: &str,
+    batch: usize,
+    flop: u64,
+    warmup: usize,
+    times: &[f64],
+    peak: Option<f64>,
+    extra: Value,
+) -> Value {
+    let (s, f) = (o.latent, 8);
+    let median = median(times);
+    let mut record = json!({
+        "impl": "burn",
+        "component": component,
+        "preset": o.preset,
+        "latent": [s, s],
+        "image": [s * f, s * f],
+        "batch": batch,
+        "backend": "burn 0.22.1 flex",
+        "device": o.device,
+        "dtype": "f32",
+        "threads": o.threads(),
+        "warmup": warmup,
+        "iterations": times.len(),
+        "median_s": median,
+        "min_s": times.iter().copied().fold(f64::INFINITY, f64::min),
+        "flop": flop,
+        "gflop_per_s": flop as f64 / median / 1e9,
+        "peak_rss_mib": peak,
+        "loadavg_1m": loadavg(),
+    });
+    if let (Some(r), Some(e)) = (record.as_object_mut(), extra.as_object()) {
+        r.extend(e.clone());
+    }
+    record
+}
+
+/// Runs every requested component, printing and returning one record per component.
+pub fn run(o: &Options) -> anyhow::Result<Vec<Value>> {
+    let device = device(&o.device)?;
+    let sync = |d: &Device| d.sync().map_err(|e| anyhow::anyhow!("device error: {e:?}"));
+    let (p, text_config) = pipeline(&o.preset, &device)?;
+    let s = o.latent;
+    let f = p.vae_factor();
+    let text_flop = flops::text_encoder(&text_config, 1, 77);
+
+    // Materialise the lazy weights at a small size (see the module header).
+    let small = Tensor::<4>::random(
+        [1, 3, 8 * f, 8 * f],
+        Distribution::Uniform(-1.0, 1.0),
+        &device,
+    );
+    let warm_cond = p.conditioning("", "", 3.5)?;
+    let _ = p.guided_output(&p.encode(small)?, 1, &warm_cond)?;
+    let _ = p.decode(Tensor::<4>::zeros([1, 4, 8, 8], &device))?;
+    sync(&device)?;
+    // A marker for profilers to attach after (see BENCHMARKS.md).
+    eprintln!("bench: models ready (pid {})", std::process::id());
+
+    let image = Tensor::<4>::random(
+        [1, 3, s * f, s * f],
+        Distribution::Uniform(-1.0, 1.0),
+        &device,
+    );
+    let latents = Tensor::<4>::random([1, 4, s, s], Distribution::Normal(0.0, 1.0), &device);
+    let mut records = Vec::new();
+    for component in &o.components {
+        if component == "ops" {
+            records.extend(super::ops::run(o, &device)?);
+            continue;
+        }
+        let iters = o.iterations(component);
+        let mut extra = json!({});
+        let (warmup, batch, flop, (times, peak)) = match component.as_str() {
+            "matmul" => {
+                let n = o.matmul;
+                let a = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), &device);
+                let b = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), &device);
+                extra = json!({"size": [n, n, n]});
+                let run = || {
+                    let _ = a.clone().matmul(b.clone());
+                    sync(&device)
+                };
+                (1, 1, flops::matmul(n), time(1, iters, run)?)
+            }
+            "text-encoder" => {
+                let run = || {
+                    p.text_states("a photo of a cat on the grass")?;
+                    sync(&device)
+                };
+                extra = json!({"tokens": 77});
+                (2, 1, text_flop, time(2, iters, run)?)
+            }
+            "vae-encode" => {
+                let run = || {
+                    p.encode(image.clone())?;
+                    sync(&device)
+                };
+                (
+                    1,
+                    1,
+                    flops::vae_encode(&p.vae_config, s * f, s * f),
+                    time(1, iters, run)?,
+                )
+            }
+            "vae-decode" => {
+                let run = || {
+                    p.decode(latents.clone())?;
+                    sync(&device)
+                };
+                (
+                    1,
+                    1,
+                    flops::vae_decode(&p.vae_config, s, s),
+                    time(1, iters, run)?,
+                )
+            }
+            "unet" => {
+                let x = Tensor::<4>::random([2, 4, s, s], Distribution::Normal(0.0, 1.0), &device);
+                let dim = p
+                    .unet_config
+                    .resolved(Path::new(&o.preset))?
+                    .cross_attention_dim[0];
+                let context =
+                    Tensor::<3>::random([2, 77, dim], Distribution::Normal(0.0, 1.0), &device);
+                let run = || {
+                    p.unet.forward(x.clone(), &[500.0], context.clone())?;
+                    sync(&device)
+                };
+                (
+                    1,
+                    2,
+                    flops::unet(&p.unet_config, 2, s, s, 77),
+                    time(1, iters, run)?,
+                )
+            }
+            "edit" => {
+                let (n, k) = (o.steps, o.start_step);
+                let options = EditOptions {
+                    steps: n,
+                    start_step: k,
+                    guidance: 3.5,
+                    inversion_guidance: 3.5,
+                    negative_prompt: String::new(),
+                };
+                let run = || {
+                    p.edit(
+                        image.clone(),
+                        "a puppy on the grass",
+                        "a cat on the grass",
+                        &options,
+                        &NoProgress,
+                    )?;
+                    sync(&device)
+                };
+                let evals = 2 * (n - k);
+                extra = json!({"steps": n, "start_step": k, "guidance": 3.5, "unet_evals": evals,
+                               "tutorial_unet_evals": 2 * n - 2 - k});
+                let flop = flops::vae_encode(&p.vae_config, s * f, s * f)
+                    + flops::vae_decode(&p.vae_config, s, s)
+                    + 4 * text_flop
+                    + evals as u64 * flops::unet(&p.unet_config, 2, s, s, 77);
+                (0, 1, flop, time(0, iters, run)?)
+            }
+            other => bail!("unknown component {other:?}"),
+        };
+        let record = record(o, component, batch, flop, warmup, &times, peak, extra);
+        println!("{record}");
+        records.push(record);
+    }
+    Ok(records)
+}

@@ -1,0 +1,329 @@
+//! `cargo xtask fetch` against a stand-in hub on 127.0.0.1 serving the tiny SD1 fixture model
+//! (`hub_server`): a full fetch into the Hugging Face cache layout, a transfer cut mid-file and
+//! resumed with a Range request, a partial blob left by an earlier run, a corrupted download, a
+//! missing file, and an edit that loads the fetched model by repo id once the server is gone.
+
+mod hub_server;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use hub_server::{COMMIT, Faults, HubServer, REPO, read_tree, sha256_hex};
+use inversion::hub::{cached_snapshot, repo_folder};
+use inversion::io::{decode_image, image_to_tensor};
+use inversion::{EditOptions, LoadOptions, NoProgress, Pipeline};
+use xtask::fetch::{Catalog, Hub, Request, fetch, list};
+
+const UNET: &str = "unet/diffusion_pytorch_model.safetensors";
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+fn model_dir() -> PathBuf {
+    fixtures().join("models/tiny-sd1")
+}
+
+fn hub(server: &HubServer, cache: &Path) -> Hub {
+    Hub {
+        endpoint: server.endpoint.clone(),
+        cache: cache.to_path_buf(),
+        token: None,
+        quiet: true,
+    }
+}
+
+fn by_repo() -> Request {
+    Request {
+        repo: REPO.into(),
+        revision: "main".into(),
+        variant: None,
+        files: None,
+    }
+}
+
+/// Every fixture file is in the snapshot, as a relative symlink to a blob with the same bytes,
+/// LFS blobs named by their SHA-256; nothing `.incomplete` is left.
+fn assert_cached(cache: &Path) -> PathBuf {
+    let repo_dir = repo_folder(cache, REPO);
+    assert_eq!(
+        std::fs::read_to_string(repo_dir.join("refs/main")).unwrap(),
+        COMMIT
+    );
+    let snapshot = cached_snapshot(cache, REPO, "main").expect("snapshot resolvable offline");
+    assert_eq!(snapshot, repo_dir.join("snapshots").join(COMMIT));
+    for (file, bytes) in read_tree(&model_dir()) {
+        let pointer = snapshot.join(&file);
+        let target = std::fs::read_link(&pointer).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(target.is_relative(), "{file} → {target:?}");
+        assert_eq!(std::fs::read(&pointer).unwrap(), bytes, "{file}");
+        if file.ends_with(".safetensors") {
+            assert!(
+                repo_dir.join("blobs").join(sha256_hex(&bytes)).is_file(),
+                "{file} blob"
+            );
+        }
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(repo_dir.join("blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".incomplete"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    snapshot
+}
+
+/// The error of a fetch that must fail, with its causes, as the CLI prints it.
+fn fetch_err(hub: &Hub, request: &Request) -> String {
+    let err = format!("{:#}", fetch(hub, request).unwrap_err());
+    eprintln!("fetch error: {err}");
+    err
+}
+
+fn gets_of(server: &HubServer, file: &str) -> Vec<String> {
+    server
+        .log()
+        .into_iter()
+        .filter(|l| l.starts_with(&format!("GET /cdn/{file}")))
+        .collect()
+}
+
+#[test]
+fn full_fetch_fills_the_hf_cache_and_a_second_fetch_downloads_nothing() {
+    let server = HubServer::start(read_tree(&model_dir()), Faults::default());
+    let cache = tempfile::tempdir().unwrap();
+    let snapshot = fetch(&hub(&server, cache.path()), &by_repo()).unwrap();
+    assert_eq!(snapshot, assert_cached(cache.path()));
+
+    let before = server.log().len();
+    fetch(&hub(&server, cache.path()), &by_repo()).unwrap();
+    let again: Vec<String> = server.log()[before..].to_vec();
+    assert!(
+        again.iter().all(|l| l.contains("/api/models/")),
+        "a cached model is not downloaded again: {again:?}"
+    );
+}
+
+#[test]
+fn a_named_model_fetches_its_listed_files_and_shows_as_cached() {
+    let files: Vec<String> = read_tree(&model_dir())
+        .into_keys()
+        .map(|f| format!("{f:?}"))
+        .collect();
+    let toml = format!(
+        "[models.tiny]\nrepo = {REPO:?}\nrevision = \"main\"\ndescription = \"tiny SD1\"\nsize = \"7 MB\"\nfiles = [{}]\n",
+        files.join(", ")
+    );
+    let catalog = Catalog::parse(&toml).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let line = |cache: &Path| list(cache, &catalog).lines().nth(1).unwrap().to_string();
+    assert!(
+        line(cache.path()).contains("not cached"),
+        "{}",
+        line(cache.path())
+    );
+
+    let server = HubServer::start(read_tree(&model_dir()), Faults::default());
+    fetch(
+        &hub(&server, cache.path()),
+        &Request::named(&catalog, "tiny", None).unwrap(),
+    )
+    .unwrap();
+    assert_cached(cache.path());
+    let shown = line(cache.path());
+    assert!(
+        shown.starts_with("tiny")
+            && shown.contains(" cached ")
+            && !shown.contains("not")
+            && shown.contains(REPO),
+        "{shown}"
+    );
+    assert!(
+        Request::named(&catalog, "tiny", Some("fp16")).is_err(),
+        "no fp16 variant declared"
+    );
+}
+
+#[test]
+fn a_transfer_cut_mid_file_is_resumed_with_a_range_request() {
+    let unet_len = std::fs::metadata(model_dir().join(UNET)).unwrap().len();
+    let faults = Faults {
+        cut: Some(UNET.into()),
+        ..Faults::default()
+    };
+    let server = HubServer::start(read_tree(&model_dir()), faults);
+    let cache = tempfile::tempdir().unwrap();
+    fetch(&hub(&server, cache.path()), &by_repo()).unwrap();
+    assert_cached(cache.path());
+    assert_eq!(
+        gets_of(&server, UNET),
+        [
+            format!("GET /cdn/{UNET}"),
+            format!("GET /cdn/{UNET} bytes={}-{}", unet_len / 2, unet_len - 1)
+        ],
+        "the first GET is cut after half the file, the second continues from there"
+    );
+}
+
+#[test]
+fn a_partial_blob_left_by_an_earlier_run_is_continued() {
+    let bytes = std::fs::read(model_dir().join(UNET)).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let blobs = repo_folder(cache.path(), REPO).join("blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let third = bytes.len() / 3;
+    std::fs::write(
+        blobs.join(format!("{}.incomplete", sha256_hex(&bytes))),
+        &bytes[..third],
+    )
+    .unwrap();
+
+    let server = HubServer::start(read_tree(&model_dir()), Faults::default());
+    fetch(&hub(&server, cache.path()), &by_repo()).unwrap();
+    assert_cached(cache.path());
+    assert_eq!(
+        gets_of(&server, UNET),
+        [format!("GET /cdn/{UNET} bytes={third}-{}", bytes.len() - 1)]
+    );
+}
+
+#[test]
+fn a_corrupted_download_fails_naming_the_file_and_leaves_no_blob() {
+    const VAE: &str = "vae/diffusion_pytorch_model.safetensors";
+    let faults = Faults {
+        corrupt: Some(VAE.into()),
+        ..Faults::default()
+    };
+    let server = HubServer::start(read_tree(&model_dir()), faults);
+    let cache = tempfile::tempdir().unwrap();
+    let err = fetch_err(&hub(&server, cache.path()), &by_repo());
+    assert!(err.contains(VAE) && err.contains("SHA-256"), "{err}");
+
+    let repo_dir = repo_folder(cache.path(), REPO);
+    let sha = sha256_hex(&std::fs::read(model_dir().join(VAE)).unwrap());
+    assert!(!repo_dir.join("blobs").join(&sha).exists());
+    assert!(
+        !repo_dir
+            .join("blobs")
+            .join(format!("{sha}.incomplete"))
+            .exists()
+    );
+    let pointer = repo_dir.join("snapshots").join(COMMIT).join(VAE);
+    assert!(std::fs::symlink_metadata(pointer).is_err());
+    assert!(
+        cached_snapshot(cache.path(), REPO, "main").is_none(),
+        "an incomplete model is not resolvable"
+    );
+}
+
+#[test]
+fn a_missing_file_is_an_error_naming_it() {
+    let faults = Faults {
+        missing: Some("unet/config.json".into()),
+        ..Faults::default()
+    };
+    let server = HubServer::start(read_tree(&model_dir()), faults);
+    let cache = tempfile::tempdir().unwrap();
+    let err = fetch_err(&hub(&server, cache.path()), &by_repo());
+    assert!(
+        err.contains("unet/config.json") && err.contains("not found"),
+        "{err}"
+    );
+
+    // A file list (as weights.toml gives) naming a file the repository does not have.
+    let mut request = by_repo();
+    request.files = Some(vec![
+        "model_index.json".into(),
+        "unet/model.fp16.safetensors".into(),
+    ]);
+    let err = fetch_err(&hub(&server, cache.path()), &request);
+    assert!(err.contains("unet/model.fp16.safetensors"), "{err}");
+
+    request.revision = "v9".into();
+    let err = fetch_err(&hub(&server, cache.path()), &request);
+    assert!(err.contains("v9") && err.contains(REPO), "{err}");
+}
+
+#[test]
+fn the_command_line_reads_hf_endpoint_token_and_cache_from_the_environment() {
+    let server = HubServer::start(read_tree(&model_dir()), Faults::default());
+    let cache = tempfile::tempdir().unwrap();
+    let xtask = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(args)
+            .env("HF_ENDPOINT", &server.endpoint)
+            .env("HF_HUB_CACHE", cache.path())
+            .env("HF_TOKEN", "hf_test_token")
+            .env_remove("HF_HUB_DISABLE_IMPLICIT_TOKEN")
+            .output()
+            .unwrap();
+        let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+        (out.status.success(), text(out.stdout), text(out.stderr))
+    };
+    let (ok, stdout, stderr) = xtask(&["fetch", "--repo", REPO]);
+    assert!(ok, "{stderr}");
+    eprintln!("{stderr}");
+    assert!(stderr.contains("12 files, 12 downloaded"), "{stderr}");
+    assert_eq!(stdout.trim(), assert_cached(cache.path()).to_str().unwrap());
+    let auth = server.authorizations();
+    assert!(
+        !auth.is_empty() && auth.iter().all(|a| a == "Bearer hf_test_token"),
+        "{auth:?}"
+    );
+
+    let (ok, stdout, _) = xtask(&["fetch", "--list"]);
+    assert!(
+        ok && stdout.contains("sd-2-1-base") && stdout.contains("not cached"),
+        "{stdout}"
+    );
+    let (ok, _, stderr) = xtask(&["fetch", "--repo", REPO, "--bogus"]);
+    assert!(
+        !ok && stderr.contains("--bogus") && stderr.contains("usage"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = xtask(&["fetch", "sd-9"]);
+    assert!(!ok && stderr.contains("sd-2-1-base"), "{stderr}");
+}
+
+/// The edit of the parity fixture (16×16, 4 steps from step 1) as flat latents and image.
+fn edit(dir: &Path) -> (Vec<f32>, Vec<f32>) {
+    let device = Device::flex();
+    let pipeline = Pipeline::load(dir, &LoadOptions::new(device.clone())).unwrap();
+    let png = decode_image(
+        &std::fs::read(fixtures().join("images/sd1.png")).unwrap(),
+        "sd1.png",
+    )
+    .unwrap();
+    let options = EditOptions {
+        steps: 4,
+        start_step: 1,
+        guidance: 3.5,
+        inversion_guidance: 3.5,
+        negative_prompt: String::new(),
+    };
+    let out = pipeline
+        .edit(
+            image_to_tensor(&png, (16, 16), &device),
+            "a red circle on a white background",
+            "a blue square on a white background",
+            &options,
+            &NoProgress,
+        )
+        .unwrap();
+    let flat =
+        |t: burn::tensor::Tensor<4>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    (flat(out.latents), flat(out.image))
+}
+
+#[test]
+fn the_fetched_model_edits_offline_like_the_fixture_folder() {
+    let server = HubServer::start(read_tree(&model_dir()), Faults::default());
+    let cache = tempfile::tempdir().unwrap();
+    fetch(&hub(&server, cache.path()), &by_repo()).unwrap();
+    server.stop();
+
+    let dir = cached_snapshot(cache.path(), REPO, "main").expect("resolved by repo id");
+    let fetched = edit(&dir);
+    assert_eq!(fetched, edit(&model_dir()));
+    assert!(fetched.0.iter().all(|v| v.is_finite()));
+}
