@@ -1,10 +1,20 @@
-//! `cargo xtask <task>`: developer tasks of the ddim-edit workspace.
+//! `cargo xtask <task>`: developer tasks of the ddim-edit workspace. The only part of the project
+//! that touches the network (`fetch`) or Python (`fixtures`, `bench --torch`).
+//!
+//! - `cargo xtask fetch …`    download models into the Hugging Face cache (see `fetch.rs`)
+//! - `cargo xtask convert …`  rewrite a diffusers folder's weights in another dtype (see `convert.rs`)
+//! - `cargo xtask bench …`    benchmarks, optionally against PyTorch (see `bench.rs`)
+//! - `cargo xtask fixtures`   regenerate `tests/fixtures` with the pinned Python environment
+
+mod bench;
+
+use xtask::{convert, fetch};
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 /// The workspace root.
-fn project_root() -> PathBuf {
+pub fn project_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(PathBuf::from)
@@ -13,10 +23,11 @@ fn project_root() -> PathBuf {
 
 /// Regenerates every fixture with the pinned Python environment given by `PYTHON` (default
 /// `.venv/bin/python`, set up per `tests/reference/README.md`).
-fn fixtures() -> Result<(), String> {
+fn fixtures() -> anyhow::Result<()> {
     let root = project_root();
     let python = std::env::var("PYTHON")
         .unwrap_or_else(|_| root.join(".venv/bin/python").display().to_string());
+    // gen_tiny_models.py rewrites tests/fixtures/refs, so gen_pipeline.py must run after it.
     for script in [
         "gen_scheduler.py",
         "gen_manifests.py",
@@ -27,29 +38,31 @@ fn fixtures() -> Result<(), String> {
             .arg(root.join("tests/reference").join(script))
             .current_dir(&root)
             .status()
-            .map_err(|e| format!("running {python}: {e}"))?;
-        if !status.success() {
-            return Err(format!("{script} failed ({status})"));
-        }
+            .map_err(|e| anyhow::anyhow!("running {python}: {e}"))?;
+        anyhow::ensure!(status.success(), "{script} failed ({status})");
     }
     Ok(())
 }
 
+const USAGE: &str = "usage: cargo xtask <fetch|convert|bench|fixtures> [args…] (each takes --help)";
+
 fn main() -> ExitCode {
-    let task = std::env::args().nth(1);
-    let result = match task.as_deref() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = args.get(1..).unwrap_or(&[]).to_vec();
+    let result = match args.first().map(String::as_str) {
+        Some("fetch") => fetch::run(&rest),
+        Some("convert") => convert::run(&rest),
+        Some("bench") => bench::run(&rest),
         Some("fixtures") => fixtures(),
         _ => {
-            eprintln!(
-                "usage: cargo xtask fixtures   # regenerate tests/fixtures with the pinned Python environment"
-            );
+            eprintln!("{USAGE}");
             return ExitCode::FAILURE;
         }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -176,6 +176,7 @@ pub async fn fetch_async(hub: &Hub, request: &Request) -> Result<PathBuf> {
             eprintln!("{s}");
         }
     };
+    let mut index_fetched = None;
     let files = match &request.files {
         Some(files) => {
             let missing: Vec<&str> = files
@@ -189,7 +190,8 @@ pub async fn fetch_async(hub: &Hub, request: &Request) -> Result<PathBuf> {
             files.clone()
         }
         None => {
-            let index = fetch_one(&session, "model_index.json").await?;
+            index_fetched = Some(fetch_file(&session, "model_index.json").await?);
+            let index = session.snapshot().join("model_index.json");
             let text =
                 std::fs::read_to_string(&index).with_context(|| format!("reading {index:?}"))?;
             let json = serde_json::from_str(&text)
@@ -204,7 +206,11 @@ pub async fn fetch_async(hub: &Hub, request: &Request) -> Result<PathBuf> {
     };
     let (mut downloaded, mut bytes) = (0, 0);
     for file in &files {
-        if let Fetched::Downloaded { bytes: b, .. } = fetch_file(&session, file).await? {
+        let fetched = match index_fetched.take().filter(|_| file == "model_index.json") {
+            Some(f) => f,
+            None => fetch_file(&session, file).await?,
+        };
+        if let Fetched::Downloaded { bytes: b, .. } = fetched {
             downloaded += 1;
             bytes += b;
         }
@@ -232,11 +238,6 @@ async fn fetch_file(session: &transfer::Session, file: &str) -> Result<Fetched> 
             session.repo_id, session.commit
         )
     })
-}
-
-async fn fetch_one(session: &transfer::Session, file: &str) -> Result<PathBuf> {
-    fetch_file(session, file).await?;
-    Ok(session.snapshot().join(file))
 }
 
 /// The `--list` table: each model of the catalog and whether `cache` holds it.

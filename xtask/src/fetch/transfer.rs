@@ -23,6 +23,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::header::{CONTENT_LENGTH, ETAG, LOCATION};
 use sha2::{Digest, Sha256};
 
+/// One line per file: name, bar, bytes, speed, time left.
+const BAR_TEMPLATE: &str =
+    "{msg:48!} {bar:24} {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} {eta:>4}";
+
 /// Resumed attempts per file after the first transfer fails.
 const MAX_RETRIES: u32 = 5;
 
@@ -255,10 +259,8 @@ impl Session {
         if self.quiet {
             return ProgressBar::hidden();
         }
-        let style = ProgressStyle::with_template(
-            "{msg:48!} {bar:24} {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} {eta:>4}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let style = ProgressStyle::with_template(BAR_TEMPLATE)
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
         ProgressBar::new(size)
             .with_style(style.progress_chars("=> "))
             .with_message(file.to_string())
@@ -371,4 +373,30 @@ fn link_pointer(pointer: &Path, file: &str, etag: &str) -> Result<()> {
     std::fs::copy(parent.join(&target), pointer)
         .with_context(|| format!("copying {target} to {pointer:?}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_template_parses() {
+        assert!(ProgressStyle::with_template(BAR_TEMPLATE).is_ok());
+    }
+
+    #[test]
+    fn repository_paths_stay_inside_the_snapshot() {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "unet/../../x",
+            "a//b",
+            "a\\b",
+            "./a",
+        ] {
+            assert!(check_repo_path(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_repo_path("unet/diffusion_pytorch_model.safetensors").is_ok());
+    }
 }
