@@ -16,8 +16,6 @@ mod flops;
 mod measure;
 mod ops;
 
-use std::process::Command;
-
 use anyhow::{Context, bail};
 
 const HELP: &str = "\
@@ -31,6 +29,8 @@ usage: cargo xtask bench [options]
                          (default: all of these), and ops (the UNet's ops one by one)
   --preset NAME          sd-2-1-base (default) or sd-1-5
   --device NAME          cpu (Burn flex; default), or wgpu / cuda when built with that feature
+  --dtype NAME           f32 (default), f16 or bf16: the text encoder's and UNet's compute dtype
+                         (the VAE stays f32, as in `ddim-edit --dtype`)
   --steps N              edit: DDIM steps (default 10)
   --start-step K         edit: start step (default 2)
   --matmul N             size of the f32 matmul that measures the ceiling (default 2048)
@@ -59,6 +59,7 @@ pub struct Options {
     pub components: Vec<String>,
     pub preset: String,
     pub device: String,
+    pub dtype: String,
     pub steps: usize,
     pub start_step: usize,
     pub matmul: usize,
@@ -67,6 +68,15 @@ pub struct Options {
 }
 
 impl Options {
+    /// The compute dtype of `--dtype`.
+    pub fn dtype(&self) -> burn::tensor::DType {
+        match self.dtype.as_str() {
+            "f16" => burn::tensor::DType::F16,
+            "bf16" => burn::tensor::DType::BF16,
+            _ => burn::tensor::DType::F32,
+        }
+    }
+
     fn parse(args: &[String]) -> anyhow::Result<Option<Self>> {
         let mut o = Options {
             latent: 32,
@@ -74,6 +84,7 @@ impl Options {
             components: COMPONENTS.iter().map(|c| c.to_string()).collect(),
             preset: "sd-2-1-base".into(),
             device: "cpu".into(),
+            dtype: "f32".into(),
             steps: 10,
             start_step: 2,
             matmul: 2048,
@@ -107,6 +118,7 @@ impl Options {
                 "--matmul" => o.matmul = number(arg, value(arg)?)?,
                 "--preset" => o.preset = value(arg)?,
                 "--device" => o.device = value(arg)?,
+                "--dtype" => o.dtype = value(arg)?,
                 "--component" => {
                     o.components = value(arg)?
                         .split(',')
@@ -128,6 +140,9 @@ impl Options {
                 COMPONENTS.join(", "),
                 EXTRA_COMPONENTS.join(", ")
             );
+        }
+        if !["f32", "f16", "bf16"].contains(&o.dtype.as_str()) {
+            bail!("unknown --dtype {:?}; known: f32, f16, bf16", o.dtype);
         }
         if !["sd-2-1-base", "sd-1-5"].contains(&o.preset.as_str()) {
             bail!("unknown preset {:?}; known: sd-2-1-base, sd-1-5", o.preset);
@@ -171,7 +186,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         return Ok(());
     };
     if cfg!(debug_assertions) && !options.dev {
-        return rerun_in_release(args);
+        return crate::rerun_in_release("bench", args);
     }
     if let Some(load) = measure::loadavg().filter(|&l| l > 0.5) {
         eprintln!(
@@ -182,36 +197,6 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if options.torch {
         let theirs = compare::run_torch(&options)?;
         eprintln!("{}", compare::table(&ours, &theirs));
-    }
-    Ok(())
-}
-
-/// Re-runs the same command from a release build (see the module header for why).
-fn rerun_in_release(args: &[String]) -> anyhow::Result<()> {
-    eprintln!(
-        "bench: dev build; re-running as `cargo run --release -p xtask -- bench` (pass --dev to skip)"
-    );
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(crate::project_root())
-        .args(["run", "--quiet", "--release", "-p", "xtask"]);
-    let features: Vec<&str> = [
-        ("wgpu", cfg!(feature = "wgpu")),
-        ("cuda", cfg!(feature = "cuda")),
-    ]
-    .iter()
-    .filter_map(|&(name, on)| on.then_some(name))
-    .collect();
-    if !features.is_empty() {
-        cmd.args(["--features", &features.join(",")]);
-    }
-    let status = cmd
-        .args(["--", "bench"])
-        .args(args)
-        .status()
-        .context("running cargo")?;
-    if !status.success() {
-        bail!("release bench failed ({status})");
     }
     Ok(())
 }

@@ -244,7 +244,10 @@ async fn fetch_file(session: &transfer::Session, file: &str) -> Result<Fetched> 
 pub fn list(cache: &Path, catalog: &Catalog) -> String {
     let mut out = format!("Hugging Face cache: {}\n", cache.display());
     for (name, entry) in &catalog.models {
-        let status = match cached_snapshot(cache, &entry.repo, &entry.revision) {
+        // As `--model NAME` resolves it: the pinned revision, else the repository's `main`.
+        let snapshot = cached_snapshot(cache, &entry.repo, &entry.revision)
+            .or_else(|| cached_snapshot(cache, &entry.repo, "main"));
+        let status = match snapshot {
             None => "not cached".to_string(),
             Some(dir) => {
                 let have =

@@ -4,9 +4,11 @@
 //! - `cargo xtask fetch …`    download models into the Hugging Face cache (see `fetch.rs`)
 //! - `cargo xtask convert …`  rewrite a diffusers folder's weights in another dtype (see `convert.rs`)
 //! - `cargo xtask bench …`    benchmarks, optionally against PyTorch (see `bench.rs`)
+//! - `cargo xtask eval-toy`   editing quality of the toy model (see `eval_toy.rs`)
 //! - `cargo xtask fixtures`   regenerate `tests/fixtures` with the pinned Python environment
 
 mod bench;
+mod eval_toy;
 
 use xtask::{convert, fetch};
 
@@ -44,7 +46,37 @@ fn fixtures() -> anyhow::Result<()> {
     Ok(())
 }
 
-const USAGE: &str = "usage: cargo xtask <fetch|convert|bench|fixtures> [args…] (each takes --help)";
+/// Re-runs `cargo xtask TASK ARGS` from a release build with the same backend features: numbers
+/// need optimised code, and `cargo xtask` builds the dev profile.
+pub fn rerun_in_release(task: &str, args: &[String]) -> anyhow::Result<()> {
+    eprintln!(
+        "{task}: dev build; re-running as `cargo run --release -p xtask -- {task}` (pass --dev to skip)"
+    );
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(project_root())
+        .args(["run", "--quiet", "--release", "-p", "xtask"]);
+    let features: Vec<&str> = [
+        ("wgpu", cfg!(feature = "wgpu")),
+        ("cuda", cfg!(feature = "cuda")),
+    ]
+    .iter()
+    .filter_map(|&(name, on)| on.then_some(name))
+    .collect();
+    if !features.is_empty() {
+        cmd.args(["--features", &features.join(",")]);
+    }
+    let status = cmd
+        .args(["--", task])
+        .args(args)
+        .status()
+        .map_err(|e| anyhow::anyhow!("running cargo: {e}"))?;
+    anyhow::ensure!(status.success(), "release {task} failed ({status})");
+    Ok(())
+}
+
+const USAGE: &str =
+    "usage: cargo xtask <fetch|convert|bench|eval-toy|fixtures> [args…] (each takes --help)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -53,6 +85,7 @@ fn main() -> ExitCode {
         Some("fetch") => fetch::run(&rest),
         Some("convert") => convert::run(&rest),
         Some("bench") => bench::run(&rest),
+        Some("eval-toy") => eval_toy::run(&rest),
         Some("fixtures") => fixtures(),
         _ => {
             eprintln!("{USAGE}");

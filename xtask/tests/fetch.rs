@@ -45,12 +45,20 @@ fn by_repo() -> Request {
 /// Every fixture file is in the snapshot, as a relative symlink to a blob with the same bytes,
 /// LFS blobs named by their SHA-256; nothing `.incomplete` is left.
 fn assert_cached(cache: &Path) -> PathBuf {
+    assert_cached_at(cache, "main")
+}
+
+/// The fixture model is complete in the cache at `revision`: a branch has a `refs/` entry naming
+/// the commit, a pinned commit needs none.
+fn assert_cached_at(cache: &Path, revision: &str) -> PathBuf {
     let repo_dir = repo_folder(cache, REPO);
-    assert_eq!(
-        std::fs::read_to_string(repo_dir.join("refs/main")).unwrap(),
-        COMMIT
-    );
-    let snapshot = cached_snapshot(cache, REPO, "main").expect("snapshot resolvable offline");
+    let reference = std::fs::read_to_string(repo_dir.join("refs").join(revision));
+    if revision == COMMIT {
+        assert!(reference.is_err(), "no refs/ entry for a commit");
+    } else {
+        assert_eq!(reference.unwrap(), COMMIT);
+    }
+    let snapshot = cached_snapshot(cache, REPO, revision).expect("snapshot resolvable offline");
     assert_eq!(snapshot, repo_dir.join("snapshots").join(COMMIT));
     for (file, bytes) in read_tree(&model_dir()) {
         let pointer = snapshot.join(&file);
@@ -105,13 +113,13 @@ fn full_fetch_fills_the_hf_cache_and_a_second_fetch_downloads_nothing() {
 }
 
 #[test]
-fn a_named_model_fetches_its_listed_files_and_shows_as_cached() {
+fn a_named_model_pinned_to_a_commit_fetches_its_listed_files_and_shows_as_cached() {
     let files: Vec<String> = read_tree(&model_dir())
         .into_keys()
         .map(|f| format!("{f:?}"))
         .collect();
     let toml = format!(
-        "[models.tiny]\nrepo = {REPO:?}\nrevision = \"main\"\ndescription = \"tiny SD1\"\nsize = \"7 MB\"\nfiles = [{}]\n",
+        "[models.tiny]\nrepo = {REPO:?}\nrevision = {COMMIT:?}\ndescription = \"tiny SD1\"\nsize = \"7 MB\"\nfiles = [{}]\n",
         files.join(", ")
     );
     let catalog = Catalog::parse(&toml).unwrap();
@@ -129,7 +137,7 @@ fn a_named_model_fetches_its_listed_files_and_shows_as_cached() {
         &Request::named(&catalog, "tiny", None).unwrap(),
     )
     .unwrap();
-    assert_cached(cache.path());
+    assert_cached_at(cache.path(), COMMIT);
     let shown = line(cache.path());
     assert!(
         shown.starts_with("tiny")

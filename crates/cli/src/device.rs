@@ -23,17 +23,22 @@ pub const HELP: &str = if cfg!(all(feature = "wgpu", feature = "cuda")) {
     "Backend to run on [built in: cpu; wgpu and cuda need building with --features wgpu / cuda]"
 };
 
-/// The device for a `--device` value.
+/// The device for a `--device` value, after a one-operation probe: a GPU backend without an
+/// adapter or driver is an error here rather than a panic inside the first model call.
 pub fn select(name: &str) -> Result<Device> {
-    match name {
-        "cpu" | "flex" => Ok(Device::flex()),
-        "wgpu" => wgpu(),
-        "cuda" => cuda(),
+    let device = match name {
+        "cpu" | "flex" => return Ok(Device::flex()),
+        "wgpu" => wgpu()?,
+        "cuda" => cuda()?,
         other => bail!(
             "unknown --device {other:?}: this build offers {}",
             BUILT_IN.join(", ")
         ),
+    };
+    if let Err(e) = inversion::sd_models::device::probe(&device) {
+        bail!("--device {name}: the backend cannot run on this machine: {e}");
     }
+    Ok(device)
 }
 
 #[cfg(feature = "wgpu")]

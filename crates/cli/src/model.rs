@@ -25,11 +25,30 @@ struct Entry {
     revision: Option<String>,
 }
 
+/// `--model toy`: the small model trained on synthetic shapes that ships with the sources
+/// (`tests/reference/train_toy.py`), for trying the tool offline.
+pub const TOY: &str = "toy";
+
+/// Where the toy model is: in the source tree this binary was built from.
+fn toy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models/toy")
+}
+
 /// Resolves `--model` to a local diffusers folder without touching the network.
 pub fn resolve(model: &str) -> Result<PathBuf> {
     let as_path = Path::new(model);
     if as_path.is_dir() {
         return Ok(as_path.to_path_buf());
+    }
+    if model == TOY {
+        let dir = toy_dir();
+        if dir.join("model_index.json").is_file() {
+            return Ok(dir);
+        }
+        bail!(
+            "--model toy: the toy model is not at {dir:?} (it ships with the ddim-edit sources; \
+             pass its folder to --model instead)"
+        );
     }
     let catalog: Catalog =
         toml::from_str(WEIGHTS_TOML).context("parsing the built-in weights.toml")?;
@@ -47,7 +66,7 @@ pub fn resolve(model: &str) -> Result<PathBuf> {
         None => {
             let names: Vec<&str> = catalog.models.keys().map(String::as_str).collect();
             bail!(
-                "--model {model:?} is neither a folder, a Hugging Face repo id (org/name) nor a known model name ({})",
+                "--model {model:?} is neither a folder, a Hugging Face repo id (org/name) nor a known model name ({}, {TOY})",
                 names.join(", ")
             )
         }

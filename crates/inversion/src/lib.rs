@@ -17,4 +17,6 @@ pub use algorithms::{EditOptions, EditOutput, apply_step, check_start};
 pub use error::{InversionError, Result};
 pub use pipeline::{Conditioning, LoadOptions, Pipeline};
 pub use progress::{NoProgress, Phase, Progress};
+/// The model crate, for callers that need its device probe or model types directly.
+pub use sd_models;
 pub use trajectory::{Trajectory, latents_bytes};

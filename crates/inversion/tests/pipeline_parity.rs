@@ -6,6 +6,11 @@
 //! x₀ 1e-4 (one VAE pass, f32); trajectory and final latents 2e-3 (f32 rounding compounds over
 //! up to 2N guided UNet calls, amplified by guidance 3.5); decoded PNG within 3 levels of 255.
 
+/// The wgpu device probe shared with the model parity tests.
+#[cfg(feature = "wgpu")]
+#[path = "../../sd-models/tests/common/mod.rs"]
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -102,11 +107,9 @@ fn devices() -> Vec<(&'static str, Device, &'static [&'static str])> {
     let mut d: Vec<(&'static str, Device, &'static [&'static str])> =
         vec![("cpu", Device::flex(), &[])];
     #[cfg(feature = "wgpu")]
-    d.push((
-        "wgpu",
-        Device::wgpu(Default::default()),
-        &["sd2", "gen_sd1"],
-    ));
+    if let Some(wgpu) = common::wgpu_device() {
+        d.push(("wgpu", wgpu, &["sd2", "gen_sd1"]));
+    }
     d
 }
 

@@ -61,15 +61,22 @@ const IM2COL_MAX_BYTES: usize = 64 << 20;
 pub fn conv2d_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let [b, cin, h, w] = x.dims();
     let [kh, kw] = conv.kernel_size;
+    let [sh, sw] = conv.stride;
     let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding else {
         return conv.forward(x);
     };
-    let fast = kh * kw > 1
-        && conv.groups == 1
-        && conv.dilation == [1, 1]
-        && b * cin * kh * kw * h * w * 4 <= IM2COL_MAX_BYTES
-        && x.device() == Device::flex();
-    if !fast {
+    let (hp, wp) = (h + top + bottom, w + left + right);
+    if kh * kw == 1
+        || hp < kh
+        || wp < kw
+        || conv.groups != 1
+        || conv.dilation != [1, 1]
+        || x.device() != Device::flex()
+    {
+        return conv.forward(x);
+    }
+    let (ho, wo) = ((hp - kh) / sh + 1, (wp - kw) / sw + 1);
+    if b * cin * kh * kw * ho * wo * x.dtype().size() > IM2COL_MAX_BYTES {
         return conv.forward(x);
     }
     let x = if top + left + bottom + right > 0 {
@@ -77,17 +84,8 @@ pub fn conv2d_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     } else {
         x
     };
-    let [_, _, hp, wp] = x.dims();
-    let (ho, wo) = (
-        (hp - kh) / conv.stride[0] + 1,
-        (wp - kw) / conv.stride[1] + 1,
-    );
     // [b, cin·kh·kw, ho·wo], rows in the weight's (cin, kh, kw) order.
-    let cols = unfold4d(
-        x,
-        conv.kernel_size,
-        UnfoldOptions::new(conv.stride, [0, 0], [1, 1]),
-    );
+    let cols = unfold4d(x, [kh, kw], UnfoldOptions::new([sh, sw], [0, 0], [1, 1]));
     let weight = conv.weight.val();
     let cout = weight.dims()[0];
     let y = weight.reshape([1, cout, cin * kh * kw]).matmul(cols); // [b, cout, ho·wo]

@@ -10,6 +10,7 @@
 
 pub mod attention;
 pub mod clip;
+pub mod device;
 pub mod error;
 pub mod layers;
 pub mod resnet;

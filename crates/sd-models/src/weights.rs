@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::store::{
     ApplyError, FloatCastAdapter, KeyRemapper, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter,
     SafetensorsStore,
@@ -252,6 +252,19 @@ pub fn file_key(module_path: &str) -> String {
         Some((prefix, "beta")) => format!("{prefix}.bias"),
         _ => key,
     }
+}
+
+/// `module` with every float parameter cast to `dtype` (for models built in memory; files are cast
+/// while loading, see [`load`]).
+pub fn cast<M: Module>(module: M, dtype: DType) -> M {
+    struct Cast(DType);
+    impl ModuleMapper for Cast {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let dtype = self.0;
+            param.map(|t| t.cast(dtype))
+        }
+    }
+    module.map(&mut Cast(dtype))
 }
 
 /// Every parameter of `module` as diffusers names and shapes it (Linear weights `[out, in]`,

@@ -48,36 +48,38 @@ fn text_encoder_matches_transformers() {
     }
 }
 
+/// Runs the 3 reference cases of every tiny UNet with weights and inputs in `dtype` on `device`.
+fn check_unet(backend: &str, device: &Device, dtype: DType, tol: f32) {
+    for name in MODELS {
+        let (unet, _) =
+            UNet2DConditionModel::load(&model_dir(name).join("unet"), None, dtype, device)
+                .unwrap_or_else(|e| panic!("{backend} {dtype:?} {name}: {e}"));
+        let refs = load_refs(&format!("{name}-unet.safetensors"));
+        for case in 0..3 {
+            let r = |k: &str| &refs[&format!("case{case}_{k}")];
+            let ts: Vec<f64> = r("timestep").i64.iter().map(|&t| t as f64).collect();
+            let out = unet
+                .forward(
+                    r("sample").float::<4>(device).cast(dtype),
+                    &ts,
+                    r("encoder_hidden_states").float::<3>(device).cast(dtype),
+                )
+                .unwrap();
+            assert_eq!(out.dtype(), dtype, "{name}: computed in {dtype:?}");
+            let err = rel_err(out.cast(DType::F32), r("out"));
+            eprintln!("{backend} {dtype:?} {name} unet case {case}: rel err {err:e}");
+            assert!(
+                err < tol,
+                "{backend} {dtype:?} {name} unet case {case}: rel err {err:e} (tolerance {tol:e})"
+            );
+        }
+    }
+}
+
 #[test]
 fn unet_matches_diffusers() {
     for (backend, device) in devices() {
-        for name in MODELS {
-            let (unet, _) = UNet2DConditionModel::load(
-                &model_dir(name).join("unet"),
-                None,
-                DType::F32,
-                &device,
-            )
-            .unwrap_or_else(|e| panic!("{backend} {name}: {e}"));
-            let refs = load_refs(&format!("{name}-unet.safetensors"));
-            for case in 0..3 {
-                let r = |k: &str| &refs[&format!("case{case}_{k}")];
-                let ts: Vec<f64> = r("timestep").i64.iter().map(|&t| t as f64).collect();
-                let out = unet
-                    .forward(
-                        r("sample").float(&device),
-                        &ts,
-                        r("encoder_hidden_states").float(&device),
-                    )
-                    .unwrap();
-                let err = rel_err(out, r("out"));
-                eprintln!("{backend} {name} unet case {case}: rel err {err:e}");
-                assert!(
-                    err < TOL,
-                    "{backend} {name} unet case {case}: rel err {err:e}"
-                );
-            }
-        }
+        check_unet(backend, &device, DType::F32, TOL);
     }
 }
 
@@ -119,5 +121,16 @@ fn vae_matches_diffusers() {
                 assert!(err < TOL, "{backend} {name} vae {what}: rel err {err:e}");
             }
         }
+    }
+}
+
+/// The reduced-precision path (`--dtype f16|bf16`): weights and activations in f16/bf16 on the CPU
+/// backend, against the same float32 diffusers reference. Tolerances follow from the formats' unit
+/// roundoff (f16 2⁻¹¹ ≈ 4.9e-4, bf16 2⁻⁸ ≈ 3.9e-3) grown over the UNet's ~20 rounded layers —
+/// about ten units each: 5e-3 for f16, 4e-2 for bf16; observed errors are logged.
+#[test]
+fn unet_in_reduced_precision_stays_close_to_diffusers() {
+    for (dtype, tol) in [(DType::F16, 5e-3), (DType::BF16, 4e-2)] {
+        check_unet("cpu", &Device::flex(), dtype, tol);
     }
 }

@@ -68,32 +68,35 @@ fn find<'a>(records: &'a [Value], component: &str) -> Option<&'a Value> {
         })
 }
 
-/// A Markdown table: per component our and PyTorch's median time, the ratio, GFLOP/s and % of
-/// each side's measured f32 matmul ceiling, and peak memory.
+/// A Markdown table: per component our and PyTorch's median time, the ratio, GFLOP/s, both as a
+/// share of the machine's f32 matmul ceiling (the faster of the two sides' matmul in this run),
+/// and peak memory.
 pub fn table(ours: &[Value], theirs: &[Value]) -> String {
-    let ceiling = |records: &[Value]| find(records, "matmul").map(|r| num(r, "gflop_per_s"));
-    let (our_ceiling, their_ceiling) = (ceiling(ours), ceiling(theirs));
-    let pct =
-        |g: f64, c: Option<f64>| c.map_or("–".into(), |c| format!("{:.0} %", 100.0 * g / c));
+    let ceiling = [ours, theirs]
+        .iter()
+        .filter_map(|records| find(records, "matmul").map(|r| num(r, "gflop_per_s")))
+        .filter(|g| g.is_finite())
+        .reduce(f64::max);
+    let pct = |g: f64| ceiling.map_or("–".into(), |c| format!("{:.0} %", 100.0 * g / c));
     let mut t = String::new();
-    let first = ours.first().or(theirs.first());
-    if let Some(r) = first {
+    if let Some(r) = ours.first() {
+        let backend = |records: &[Value]| {
+            let b = records.first().and_then(|r| r["backend"].as_str());
+            b.unwrap_or("–").to_string()
+        };
         let _ = writeln!(
             t,
-            "\n{} preset, {:?} latents, {} threads, f32 (ours: {}; PyTorch: {})\n",
+            "\n{} preset, {}×{} latents, {} threads; ours: {} {} (VAE f32), PyTorch: {} f32\n",
             r["preset"].as_str().unwrap_or("?"),
-            r["latent"],
+            r["latent"][0],
+            r["latent"][1],
             r["threads"],
-            ours.first()
-                .and_then(|r| r["backend"].as_str())
-                .unwrap_or("–"),
-            theirs
-                .first()
-                .and_then(|r| r["backend"].as_str())
-                .unwrap_or("–"),
+            backend(ours),
+            r["dtype"].as_str().unwrap_or("?"),
+            backend(theirs),
         );
     }
-    t.push_str("| component | ours (s) | PyTorch (s) | ours/PyTorch | ours GFLOP/s | PyTorch GFLOP/s | ours % ceiling | PyTorch % ceiling | ours peak MiB | PyTorch peak MiB |\n");
+    t.push_str("| component | ours (s) | PyTorch (s) | ours/PyTorch | ours GFLOP/s | PyTorch GFLOP/s | ours % of ceiling | PyTorch % of ceiling | ours peak MiB | PyTorch peak MiB |\n");
     t.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in ours {
         let component = r["component"].as_str().unwrap_or("?");
@@ -107,15 +110,15 @@ pub fn table(ours: &[Value], theirs: &[Value]) -> String {
                 "edit (N={}, k={}: {} UNet calls; tutorial {})",
                 r["steps"], r["start_step"], r["unet_evals"], r["tutorial_unet_evals"]
             ),
-            "matmul" => format!("matmul {:?} (ceiling)", r["size"]),
+            "matmul" => format!("matmul {}³ (ceiling)", r["size"][0]),
             c => c.to_string(),
         };
         let _ = writeln!(
             t,
             "| {name} | {mt:.3} | {ot:.3} | {:.2} | {mg:.1} | {og:.1} | {} | {} | {:.0} | {:.0} |",
             mt / ot,
-            pct(mg, our_ceiling),
-            pct(og, their_ceiling),
+            pct(mg),
+            pct(og),
             num(r, "peak_rss_mib"),
             other.map_or(f64::NAN, |o| num(o, "peak_rss_mib")),
         );

@@ -16,12 +16,13 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{DType, Device, Distribution, Tensor};
 use ddim::{DdimSchedule, SchedulerConfig};
 use inversion::{EditOptions, NoProgress, Pipeline};
 use sd_models::clip::{ClipTextConfig, ClipTextModel, ClipTokenizer};
 use sd_models::unet::{UNet2DConditionModel, UNetConfig};
 use sd_models::vae::{AutoencoderKL, VaeConfig};
+use sd_models::weights::cast;
 use serde_json::{Value, json};
 
 use super::{Options, flops};
@@ -43,7 +44,11 @@ fn device(name: &str) -> anyhow::Result<Device> {
 
 /// A pipeline of random-weight models for `preset`, with the committed scheduler config and CLIP
 /// vocabulary of the fixtures.
-fn pipeline(preset: &str, device: &Device) -> anyhow::Result<(Pipeline, ClipTextConfig)> {
+fn pipeline(
+    preset: &str,
+    dtype: DType,
+    device: &Device,
+) -> anyhow::Result<(Pipeline, ClipTextConfig)> {
     let root = project_root();
     let (unet_config, text_config, tokenizer) = match preset {
         "sd-1-5" => (UNetConfig::sd15(), ClipTextConfig::sd15(), "tiny-sd1"),
@@ -62,14 +67,17 @@ fn pipeline(preset: &str, device: &Device) -> anyhow::Result<(Pipeline, ClipText
     let pipeline = Pipeline {
         tokenizer: ClipTokenizer::from_dir(&tokenizer_dir)
             .with_context(|| format!("reading {tokenizer_dir:?}"))?,
-        text_encoder: ClipTextModel::new(&text_config, device),
-        unet: UNet2DConditionModel::new(&unet_config, Path::new(preset), device)?,
+        text_encoder: cast(ClipTextModel::new(&text_config, device), dtype),
+        unet: cast(
+            UNet2DConditionModel::new(&unet_config, Path::new(preset), device)?,
+            dtype,
+        ),
         unet_config,
         vae: AutoencoderKL::new(&vae_config, device),
         vae_config,
         schedule,
         device: device.clone(),
-        dtype: burn::tensor::DType::F32,
+        dtype,
         dir,
     };
     Ok((pipeline, text_config))
@@ -148,7 +156,7 @@ pub fn record(
         "batch": batch,
         "backend": "burn 0.22.1 flex",
         "device": o.device,
-        "dtype": "f32",
+        "dtype": o.dtype,
         "threads": o.threads(),
         "warmup": warmup,
         "iterations": times.len(),
@@ -169,7 +177,7 @@ pub fn record(
 pub fn run(o: &Options) -> anyhow::Result<Vec<Value>> {
     let device = device(&o.device)?;
     let sync = |d: &Device| d.sync().map_err(|e| anyhow::anyhow!("device error: {e:?}"));
-    let (p, text_config) = pipeline(&o.preset, &device)?;
+    let (p, text_config) = pipeline(&o.preset, o.dtype(), &device)?;
     let s = o.latent;
     let f = p.vae_factor();
     let text_flop = flops::text_encoder(&text_config, 1, 77);
@@ -246,13 +254,15 @@ pub fn run(o: &Options) -> anyhow::Result<Vec<Value>> {
                 )
             }
             "unet" => {
-                let x = Tensor::<4>::random([2, 4, s, s], Distribution::Normal(0.0, 1.0), &device);
+                let x = Tensor::<4>::random([2, 4, s, s], Distribution::Normal(0.0, 1.0), &device)
+                    .cast(p.dtype);
                 let dim = p
                     .unet_config
                     .resolved(Path::new(&o.preset))?
                     .cross_attention_dim[0];
                 let context =
-                    Tensor::<3>::random([2, 77, dim], Distribution::Normal(0.0, 1.0), &device);
+                    Tensor::<3>::random([2, 77, dim], Distribution::Normal(0.0, 1.0), &device)
+                        .cast(p.dtype);
                 let run = || {
                     p.unet.forward(x.clone(), &[500.0], context.clone())?;
                     sync(&device)

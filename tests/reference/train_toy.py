@@ -1,0 +1,266 @@
+"""Trains the toy Stable Diffusion model (`--model toy`) on the synthetic scenes of toy_shapes.py and
+writes it in the diffusers folder layout, exactly as the published SD 1.x repositories are laid out
+(transformers-4.x text encoder keys, PNDM scheduler config, the real CLIP tokenizer).
+
+    python tests/reference/train_toy.py [--out tests/fixtures/models/toy] [--threads 2]
+
+Three stages, each seeded, each leaving its result on disk before the next starts (a run cut short
+keeps what it finished; `--resume` skips stages whose output exists):
+  1. AutoencoderKL (factor 4: 64×64 px ↔ 4×16×16 latents), L1 + MSE reconstruction + 1e-6 KL;
+     then `scaling_factor` = 1 / std of the training latents, as SD's 0.18215 was chosen.
+  2. UNet2DConditionModel + CLIPTextModel trained together on ε-prediction with SD's scaled-linear
+     1000-step schedule, 10 % empty captions (for classifier-free guidance), EMA 0.999 of the
+     weights; the EMA weights are saved.
+  3. The held-out scenes for the evaluation (`tests/fixtures/toy-heldout`).
+
+PyTorch + diffusers train it (pinned in requirements.txt): the Rust crates run these models for
+inference only, and the same code then loads the result, so parity with diffusers carries over.
+"""
+
+import argparse
+import copy
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel  # noqa: E402
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
+
+import gen_tiny_models as gtm  # noqa: E402
+import toy_shapes  # noqa: E402
+
+ROOT = HERE.parent.parent
+TEXT_HIDDEN = 64
+
+
+def vae_config():
+    return dict(
+        in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3,
+        block_out_channels=[32, 64, 64], layers_per_block=1, norm_num_groups=16,
+        sample_size=toy_shapes.SIZE, act_fn="silu",
+    )
+
+
+def unet_config():
+    return dict(
+        sample_size=toy_shapes.SIZE // 4, in_channels=4, out_channels=4,
+        down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+        up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+        block_out_channels=[64, 96, 96], layers_per_block=1, norm_num_groups=16,
+        cross_attention_dim=TEXT_HIDDEN, attention_head_dim=4, use_linear_projection=True,
+    )
+
+
+def text_config():
+    return CLIPTextConfig(
+        vocab_size=49408, hidden_size=TEXT_HIDDEN, intermediate_size=4 * TEXT_HIDDEN,
+        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
+        hidden_act="quick_gelu", layer_norm_eps=1e-5, bos_token_id=49406, eos_token_id=49407,
+        pad_token_id=1, projection_dim=TEXT_HIDDEN,
+    )
+
+
+def dataset(count):
+    """`count` training scenes as a float tensor in [-1, 1] and their captions."""
+    images, captions = [], []
+    for i in range(count):
+        s = toy_shapes.scene(toy_shapes.TRAIN_SEED, i)
+        images.append(s["image"])
+        captions.append(s["caption"])
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return x, captions
+
+
+def log(stage, step, total, start, **values):
+    parts = " ".join(f"{k} {v:.5f}" for k, v in values.items())
+    print(f"[{stage}] {step}/{total} {time.time() - start:7.1f}s {parts}", flush=True)
+
+
+def warmup_cosine(opt, steps, warmup):
+    """Linear warm-up over the first `warmup` of the steps, then cosine decay to 5 %."""
+    n = max(1, int(steps * warmup))
+
+    def factor(step):
+        if step < n:
+            return (step + 1) / n
+        p = (step - n) / max(1, steps - n)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def train_vae(x, steps, batch, seed):
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**vae_config())
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    sched = warmup_cosine(opt, steps, warmup=0.05)
+    g = torch.Generator().manual_seed(seed)
+    start = time.time()
+    for step in range(1, steps + 1):
+        idx = torch.randint(0, len(x), (batch,), generator=g)
+        img = x[idx]
+        post = vae.encode(img).latent_dist
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=g)
+        rec = vae.decode(z).sample
+        kl = post.kl().mean() / img[0].numel()
+        loss = F.l1_loss(rec, img) + F.mse_loss(rec, img) + 1e-6 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == steps:
+            psnr = 10 * math.log10(4.0 / F.mse_loss(rec.clamp(-1, 1), img).item())
+            log("vae", step, steps, start, loss=loss.item(), psnr_db=psnr)
+    return vae.eval()
+
+
+@torch.no_grad()
+def encode_all(vae, x):
+    means, stds = [], []
+    for chunk in x.split(256):
+        post = vae.encode(chunk).latent_dist
+        means.append(post.mean)
+        stds.append(post.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+def tokenize(tokenizer, captions):
+    return tokenizer(captions, padding="max_length", max_length=77, truncation=True,
+                     return_tensors="pt").input_ids
+
+
+def train_unet(lat_mean, lat_std, captions, tokenizer, scaling, steps, batch, seed, minutes):
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**unet_config())
+    text = CLIPTextModel(text_config())
+    noise_sched = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                                beta_schedule="scaled_linear")
+    params = list(unet.parameters()) + list(text.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2)
+    sched = warmup_cosine(opt, steps, warmup=0.03)
+    ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text).eval()
+    ids_all = tokenize(tokenizer, captions)
+    ids_empty = tokenize(tokenizer, [""])[0]
+    g = torch.Generator().manual_seed(seed)
+    start = time.time()
+    done = 0
+    for step in range(1, steps + 1):
+        idx = torch.randint(0, len(lat_mean), (batch,), generator=g)
+        z = (lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=g)) * scaling
+        ids = ids_all[idx].clone()
+        drop = torch.rand(batch, generator=g) < 0.1
+        ids[drop] = ids_empty
+        noise = torch.randn(z.shape, generator=g)
+        t = torch.randint(0, 1000, (batch,), generator=g)
+        noisy = noise_sched.add_noise(z, noise, t)
+        states = text(ids).last_hidden_state
+        pred = unet(noisy, t, states).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        decay = min(0.999, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for ema, live in ((ema_unet, unet), (ema_text, text)):
+                for pe, pl in zip(ema.parameters(), live.parameters()):
+                    pe.mul_(decay).add_(pl, alpha=1 - decay)
+        done = step
+        if step % 100 == 0 or step == steps:
+            log("unet", step, steps, start, loss=loss.item())
+        if minutes and time.time() - start > minutes * 60:
+            print(f"[unet] time limit of {minutes} min reached at step {step}", flush=True)
+            break
+    return ema_unet, ema_text, done
+
+
+def save_text_encoder(text, folder: Path):
+    """transformers-4.x published form: `text_model.*` keys plus the position_ids buffer."""
+    sd = {"text_model." + k: v for k, v in gtm.sd_contig(text.state_dict()).items()}
+    sd["text_model.embeddings.position_ids"] = torch.arange(77, dtype=torch.int64)[None]
+    gtm.save_st(sd, folder / "model.safetensors")
+    cfg = text.config.to_dict()
+    cfg = {k: v for k, v in cfg.items() if not k.startswith("_") and k not in ("dtype", "torch_dtype")}
+    cfg.update({"architectures": ["CLIPTextModel"], "torch_dtype": "float32",
+                "transformers_version": "4.25.1"})
+    gtm.write_json(folder / "config.json", dict(sorted(cfg.items())))
+
+
+def write_model(out: Path, vae, unet, text, scaling, meta):
+    vocab, merges = gtm.build_vocab_merges()
+    gtm.write_tokenizer(out / "tokenizer", "sd1", vocab, merges)
+    vae.register_to_config(scaling_factor=float(scaling))
+    vae.save_pretrained(out / "vae", safe_serialization=True)
+    unet.save_pretrained(out / "unet", safe_serialization=True)
+    save_text_encoder(text, out / "text_encoder")
+    gtm.write_json(out / "scheduler" / "scheduler_config.json", gtm.scheduler_config("tiny-sd1"))
+    index = gtm.model_index("tiny-sd1")
+    index["_diffusers_version"] = gtm._diffusers_version()
+    gtm.write_json(out / "model_index.json", index)
+    gtm.write_json(out / "training.json", meta)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=ROOT / "tests/fixtures/models/toy")
+    ap.add_argument("--heldout", type=Path, default=ROOT / "tests/fixtures/toy-heldout")
+    ap.add_argument("--work", type=Path, default=ROOT / "target/toy-train")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--images", type=int, default=20000)
+    ap.add_argument("--vae-steps", type=int, default=1500)
+    ap.add_argument("--vae-batch", type=int, default=32)
+    ap.add_argument("--unet-steps", type=int, default=6000)
+    ap.add_argument("--unet-batch", type=int, default=64)
+    ap.add_argument("--minutes", type=float, default=0, help="stop the UNet stage after this long")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--resume", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.use_deterministic_algorithms(True)
+    a.work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+
+    x, captions = dataset(a.images)
+    print(f"dataset: {len(x)} scenes in {time.time() - t0:.1f}s", flush=True)
+
+    vae_dir = a.work / "vae"
+    if a.resume and (vae_dir / "config.json").is_file():
+        vae = AutoencoderKL.from_pretrained(vae_dir).eval()
+    else:
+        vae = train_vae(x, a.vae_steps, a.vae_batch, a.seed)
+        vae.save_pretrained(vae_dir, safe_serialization=True)
+    mean, std = encode_all(vae, x)
+    scaling = 1.0 / (mean + std * torch.randn(mean.shape, generator=torch.Generator().manual_seed(a.seed))).std().item()
+    print(f"latent scaling factor {scaling:.5f}", flush=True)
+
+    tokenizer_dir = a.work / "tokenizer"
+    vocab, merges = gtm.build_vocab_merges()
+    gtm.write_tokenizer(tokenizer_dir, "sd1", vocab, merges)
+    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
+
+    unet, text, done = train_unet(mean, std, captions, tokenizer, scaling, a.unet_steps,
+                                  a.unet_batch, a.seed + 1, a.minutes)
+    meta = {
+        "images": a.images, "vae_steps": a.vae_steps, "vae_batch": a.vae_batch,
+        "unet_steps_planned": a.unet_steps, "unet_steps_done": done, "unet_batch": a.unet_batch,
+        "seed": a.seed, "threads": a.threads, "scaling_factor": scaling,
+        "minutes": round((time.time() - t0) / 60, 1), "torch": torch.__version__,
+    }
+    write_model(a.out, vae, unet, text, scaling, meta)
+    toy_shapes.write_heldout(a.heldout, 48)
+    print(json.dumps(meta), flush=True)
+
+
+if __name__ == "__main__":
+    main()
