@@ -584,7 +584,7 @@ def text_refs(te, tok, name):
 
 
 @torch.no_grad()
-def unet_refs(unet, name, seed):
+def unet_refs(unet, name, seed, hidden=TE_HIDDEN):
     g = torch.Generator().manual_seed(seed)
     cases = [(2, 8, 8, [981, 981]), (1, 8, 12, [1]), (2, 8, 8, [500, 20])]
     out = {}
@@ -592,7 +592,7 @@ def unet_refs(unet, name, seed):
     for i, (b, h, w, ts) in enumerate(cases):
         x = torch.randn((b, 4, h, w), generator=g)
         t = torch.tensor(ts, dtype=torch.int64)
-        ehs = torch.randn((b, 77, TE_HIDDEN), generator=g)
+        ehs = torch.randn((b, 77, hidden), generator=g)
         y = unet(x, t, encoder_hidden_states=ehs).sample
         out.update({f"case{i}_sample": x, f"case{i}_timestep": t, f"case{i}_encoder_hidden_states": ehs, f"case{i}_out": y})
         stats.append(float(y.std()))

@@ -14,7 +14,9 @@ use sd_models::unet::UNet2DConditionModel;
 use sd_models::vae::AutoencoderKL;
 
 const TOL: f32 = 1e-4;
-const MODELS: [&str; 3] = ["tiny-sd1", "tiny-sd2", "tiny-sd2-v"];
+/// The tiny random models, and the trained toy model (`--model toy`: plain first down block,
+/// attention only at the two lower resolutions, VAE without mid-block attention).
+const MODELS: [&str; 4] = ["tiny-sd1", "tiny-sd2", "tiny-sd2-v", "toy"];
 
 /// The CPU backend always; wgpu too when built with `--features wgpu` (CI: Mesa lavapipe).
 fn devices() -> Vec<(&'static str, Device)> {
@@ -48,7 +50,7 @@ fn text_encoder_matches_transformers() {
     }
 }
 
-/// Runs the 3 reference cases of every tiny UNet with weights and inputs in `dtype` on `device`.
+/// Runs the 3 reference cases of every UNet with weights and inputs in `dtype` on `device`.
 fn check_unet(backend: &str, device: &Device, dtype: DType, tol: f32) {
     for name in MODELS {
         let (unet, _) =
