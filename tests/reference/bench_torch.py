@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch/diffusers side of `cargo xtask bench --torch`: the same measurements as the Rust bench.
 
-Run alone:  /work/pyenv/bin/python tests/reference/bench_torch.py [--full] [--iters N] [--threads T]
+Run alone:  python tests/reference/bench_torch.py [--full] [--iters N] [--threads T]
                 [--preset sd-2-1-base|sd-1-5] [--component matmul,text-encoder,vae-encode,vae-decode,unet,edit]
 Prints one JSON line per measurement on stdout, in the format of `xtask/src/bench.rs`:
     {"impl": "torch", "component", "preset", "latent": [h, w], "image": [H, W], "batch",

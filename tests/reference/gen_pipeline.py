@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """End-to-end reference for ddim-edit: DDIM inversion + guided DDIM sampling on the tiny SD pipelines.
 
-Run from anywhere:  /work/pyenv/bin/python tests/reference/gen_pipeline.py
+Run from anywhere:  python tests/reference/gen_pipeline.py
 Deterministic (fixed seeds, single CPU thread, torch.use_deterministic_algorithms(True), float32); a
 second run rewrites byte-identical files. Needs the tiny models written by gen_tiny_models.py
 (tests/fixtures/models/{tiny-sd1,tiny-sd2,tiny-sd2-v}). NOTE: gen_tiny_models.py deletes

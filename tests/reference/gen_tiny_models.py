@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generate tiny random Stable-Diffusion pipelines and component reference outputs.
 
-Run from anywhere:  /work/pyenv/bin/python tests/reference/gen_tiny_models.py
+Run from anywhere:  python tests/reference/gen_tiny_models.py
 Deterministic (fixed seeds, single CPU thread); a second run rewrites byte-identical files.
 Needs: torch, diffusers, transformers (5.x), safetensors, open_clip_torch (only for its
 bundled BPE file `bpe_simple_vocab_16e6.txt.gz` and as a tokenizer cross-check), numpy.
