@@ -351,12 +351,17 @@ fn toy_model_edits_the_readme_example() {
                 n += 1.0;
             } else if near(x, y, 2, false) {
                 let b = before.get_pixel(x, y).0;
-                se += (0..3).map(|c| (f64::from(a[c]) - f64::from(b[c])).powi(2)).sum::<f64>();
+                se += (0..3)
+                    .map(|c| (f64::from(a[c]) - f64::from(b[c])).powi(2))
+                    .sum::<f64>();
                 m += 3.0;
             }
         }
     }
-    assert!(n > 50.0 && m > 500.0, "mask too small: {n} inside, {m} outside");
+    assert!(
+        n > 50.0 && m > 500.0,
+        "mask too small: {n} inside, {m} outside"
+    );
     let mean = sum.map(|s| s / n);
     let nearest = COLOURS
         .iter()
