@@ -327,7 +327,7 @@ fn toy_model_edits_the_readme_example() {
         .to_luma8();
     assert_eq!(after.dimensions(), before.dimensions());
     let (w, h) = mask.dimensions();
-    // Distance (in pixels, Chebyshev) of each pixel to the mask's boundary side it is not on.
+    // Whether every pixel within Chebyshev distance r of (x, y) lies inside (or outside) the mask.
     let near = |x: u32, y: u32, r: i64, inside: bool| {
         (-r..=r).all(|dy| {
             (-r..=r).all(|dx| {
