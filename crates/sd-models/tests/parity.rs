@@ -1,8 +1,8 @@
-//! Component parity with diffusers/transformers on the tiny fixture models.
+//! Component parity with diffusers/transformers on the tiny fixture models and the toy model.
 //!
-//! Fixtures: `tests/fixtures/models/tiny-*` and `tests/fixtures/refs/*`, written by
-//! `tests/reference/gen_tiny_models.py` (outputs of the models reloaded by diffusers/transformers in
-//! float32). Metric: max |ours − ref| / max |ref|. Tolerance 1e-4: float32 arithmetic summed in a
+//! Fixtures: `tests/fixtures/models/{tiny-*,toy}` and `tests/fixtures/refs/*`, written by
+//! `tests/reference/gen_tiny_models.py` and `gen_toy_refs.py` (outputs of the models reloaded by
+//! diffusers/transformers in float32). Metric: max |ours − ref| / max |ref|. Tolerance 1e-4: float32 arithmetic summed in a
 //! different order (Burn's kernels vs PyTorch's) over a few dozen layers; observed errors are logged.
 
 mod common;
