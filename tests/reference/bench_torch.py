@@ -132,10 +132,24 @@ def run_ops(args, s, iters):
     kc, vc = r(b, heads, 77, d), r(b, heads, 77, d)
     gn, ln = torch.nn.GroupNorm(32, c), torch.nn.LayerNorm(c)
     wide = r(b, n, 4 * c)
+    proj = r(b, n, 8 * c)
     attn = 4 * b * heads * n * n * d
     ops = [
         ("conv3x3-320", 2 * b * c * n * c * 9, lambda: F.conv2d(x, w, padding=1)),
         ("conv3x3-1280", 2 * b * cd * sd * sd * cd * 9, lambda: F.conv2d(xd, wd, padding=1)),
+    ]
+    # The VAE's widest layers at its image size (latent x 8), batch 1.
+    for cv, div in [(128, 1), (256, 2), (512, 8)]:
+        px = 8 * s // div
+        xv, wv = r(1, cv, px, px), r(cv, cv, 3, 3)
+        flop = 2 * cv * px * px * cv * 9
+        ops.append((f"vae-conv3x3-{cv}@{px}", flop, lambda xv=xv, wv=wv: F.conv2d(xv, wv, padding=1)))
+        if cv == 128:
+            gv = torch.nn.GroupNorm(32, cv, eps=1e-6)
+            ops.append((f"vae-group-norm-{cv}@{px}", 0, lambda xv=xv, gv=gv: gv(xv)))
+            ops.append((f"vae-silu-{cv}@{px}", 0, lambda xv=xv: F.silu(xv)))
+            ops.append((f"vae-group-norm-silu-{cv}@{px}", 0, lambda xv=xv, gv=gv: F.silu(gv(xv))))
+    ops += [
         ("linear-320", 2 * b * n * c * c, lambda: F.linear(tokens, wl)),
         ("linear-geglu", 2 * b * n * c * 8 * c, lambda: F.linear(tokens, wff)),
         ("attention-self", attn, lambda: F.scaled_dot_product_attention(q, k, v)),
@@ -145,6 +159,7 @@ def run_ops(args, s, iters):
         ("layer-norm", 0, lambda: ln(tokens)),
         ("silu", 0, lambda: F.silu(x)),
         ("gelu", 0, lambda: F.gelu(wide)),
+        ("geglu", 0, lambda: (lambda a, g: a * F.gelu(g))(*proj.chunk(2, -1))),
         ("linear-320-from-nchw", 2 * b * n * c * c, lambda: F.linear(x.reshape(b, c, n).transpose(1, 2), wl)),
         ("upsample-nearest-1280", 0, lambda: F.interpolate(xd, scale_factor=2.0, mode="nearest")),
     ]

@@ -40,6 +40,12 @@ usage: cargo xtask eval-toy [options]
   --steps N          DDIM steps of the edits (default 50, as `ddim-edit edit`)
   --start-step K     start step of the edits (default 10, as `ddim-edit edit`)
   --guidance G       guidance of the edits (default 3.5, as `ddim-edit edit`)
+  --inversion-guidance G
+                     guidance of the inversion (default: --guidance, as `ddim-edit edit`)
+  --edits LIST       comma-separated edit kinds: colour,shape (default both)
+  --methods LIST     comma-separated: inversion,img2img,tutorial (default all three)
+  --no-recon         skip the reconstruction table
+  --examples N       write the first N edits of the first method as PNGs (default 4)
   --json PATH        where to write every number (default target/eval-toy.json)
   --dev              run in the current (dev) build instead of re-running in release";
 
@@ -69,6 +75,11 @@ struct Options {
     steps: usize,
     start_step: usize,
     guidance: f64,
+    inversion_guidance: Option<f64>,
+    edits: Vec<String>,
+    methods: Vec<Method>,
+    recon: bool,
+    examples: usize,
     json: PathBuf,
     dev: bool,
 }
@@ -82,6 +93,11 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Options>> {
         steps: 50,
         start_step: 10,
         guidance: 3.5,
+        inversion_guidance: None,
+        edits: vec!["colour".into(), "shape".into()],
+        methods: Method::ALL.to_vec(),
+        recon: true,
+        examples: 4,
         json: root.join("target/eval-toy.json"),
         dev: false,
     };
@@ -96,6 +112,31 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Options>> {
         match arg.as_str() {
             "-h" | "--help" => return Ok(None),
             "--dev" => o.dev = true,
+            "--no-recon" => o.recon = false,
+            "--edits" => {
+                o.edits = list(&value()?);
+                if let Some(bad) = o
+                    .edits
+                    .iter()
+                    .find(|e| !["colour", "shape"].contains(&e.as_str()))
+                {
+                    bail!("--edits: unknown edit kind {bad:?}; known: colour, shape");
+                }
+            }
+            "--methods" => {
+                o.methods = list(&value()?)
+                    .iter()
+                    .map(|m| Method::parse(m))
+                    .collect::<anyhow::Result<_>>()?;
+            }
+            "--examples" => {
+                let v = value()?;
+                o.examples = v.parse().with_context(|| bad(&v))?;
+            }
+            "--inversion-guidance" => {
+                let v = value()?;
+                o.inversion_guidance = Some(v.parse().with_context(|| bad(&v))?);
+            }
             "--model" => o.model = value()?.into(),
             "--heldout" => o.heldout = value()?.into(),
             "--json" => o.json = value()?.into(),
@@ -128,6 +169,13 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Options>> {
     Ok(Some(o))
 }
 
+fn list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(|x| x.trim().to_string())
+        .filter(|x| !x.is_empty())
+        .collect()
+}
+
 /// The three ways of editing compared.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Method {
@@ -138,6 +186,17 @@ enum Method {
 
 impl Method {
     const ALL: [Method; 3] = [Method::Inversion, Method::Img2Img, Method::Tutorial];
+
+    fn parse(name: &str) -> anyhow::Result<Method> {
+        match name {
+            "inversion" => Ok(Method::Inversion),
+            "img2img" => Ok(Method::Img2Img),
+            "tutorial" => Ok(Method::Tutorial),
+            other => {
+                bail!("--methods: unknown method {other:?}; known: inversion, img2img, tutorial")
+            }
+        }
+    }
 
     fn name(self) -> &'static str {
         match self {
@@ -261,7 +320,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 
     // Reconstruction PSNR vs steps, guidance 1 and 3.5.
     let mut recon = Vec::new();
-    for steps in [10, 25, 50] {
+    let recon_steps: &[usize] = if o.recon { &[10, 25, 50] } else { &[] };
+    for &steps in recon_steps {
         for guidance in [1.0, 3.5] {
             let mut values = Vec::new();
             for s in &scenes {
@@ -284,12 +344,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         steps: o.steps,
         start_step: o.start_step,
         guidance: o.guidance,
-        inversion_guidance: o.guidance,
+        inversion_guidance: o.inversion_guidance.unwrap_or(o.guidance),
         negative_prompt: String::new(),
     };
     let mut edits = Vec::new();
     let mut examples = Vec::new();
-    for kind in ["colour", "shape"] {
+    for kind in o.edits.iter().map(String::as_str) {
         let mut scores: BTreeMap<&str, Vec<Score>> = BTreeMap::new();
         for (i, s) in scenes.iter().enumerate() {
             let img = load_png(&o.heldout.join(&s.image))?;
@@ -306,7 +366,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 .replacen(&format!(" {from} "), &format!(" {to} "), 1);
             let target = fix_article(&target);
             let pal = palette(&s.background)?;
-            for method in Method::ALL {
+            for &method in &o.methods {
                 let out = edit(&p, method, &img, &s.caption, &target, &options, i as u64)?;
                 let fg = pal.foreground(&out);
                 let success = match kind {
@@ -320,19 +380,21 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     iou: iou(&mask, &fg),
                     psnr_outside: psnr(&img, &out, Some(&outside)),
                 });
-                if i < 4 && method == Method::Inversion {
+                if i < o.examples && method == o.methods[0] {
                     examples.push((kind, i, s.caption.clone(), target.clone(), out));
                 }
             }
         }
-        for method in Method::ALL {
+        for &method in &o.methods {
             let v = &scores[method.name()];
             let pick = |f: fn(&Score) -> f64| mean(&v.iter().map(f).collect::<Vec<_>>());
             edits.push(json!({
                 "edit": kind, "method": method.name(), "scenes": v.len(),
                 "steps": o.steps, "start_step": o.start_step, "guidance": o.guidance,
+                "inversion_guidance": options.inversion_guidance,
                 "success": pick(|s| s.success), "mask_iou": pick(|s| s.iou),
                 "psnr_outside_db": pick(|s| s.psnr_outside),
+                "per_scene": v.iter().map(|s| json!([s.success, s.iou, s.psnr_outside])).collect::<Vec<_>>(),
             }));
         }
         eprintln!(
@@ -404,8 +466,8 @@ fn table(report: &Value) -> String {
     let first = &report["edits"][0];
     let _ = writeln!(
         t,
-        "\nEdits at N = {}, k = {}, guidance {}\n",
-        first["steps"], first["start_step"], first["guidance"]
+        "\nEdits at N = {}, k = {}, guidance {} (inversion {})\n",
+        first["steps"], first["start_step"], first["guidance"], first["inversion_guidance"]
     );
     t.push_str(
         "| edit | method | success | mask IoU | PSNR outside (dB) |\n|---|---|---:|---:|---:|\n",

@@ -12,6 +12,7 @@ pub mod attention;
 pub mod clip;
 pub mod device;
 pub mod error;
+pub mod fused;
 pub mod layers;
 pub mod resnet;
 pub mod weights;

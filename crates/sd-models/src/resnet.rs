@@ -8,7 +8,8 @@ use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
 
-use crate::layers::{conv2d, conv2d_forward, group_norm, linear};
+use crate::fused::group_norm_silu;
+use crate::layers::{conv2d, conv2d_forward, group_norm, linear, upsample2x_conv3x3};
 
 /// Two 3×3 convolutions with group norm and SiLU, the time embedding added in between (UNet only),
 /// and a 1×1 shortcut when the channel count changes.
@@ -45,7 +46,7 @@ impl ResnetBlock2D {
     /// - x: `[batch, cin, h, w]`, temb: `[batch, temb_channels]`
     /// - output: `[batch, cout, h, w]`
     pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
-        let h = conv2d_forward(&self.conv1, silu(self.norm1.forward(x.clone())));
+        let h = conv2d_forward(&self.conv1, group_norm_silu(&self.norm1, x.clone()));
         let h = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(temb)) => {
                 let t = proj.forward(silu(temb.clone())); // [batch, cout]
@@ -54,7 +55,7 @@ impl ResnetBlock2D {
             }
             _ => h,
         };
-        let h = conv2d_forward(&self.conv2, silu(self.norm2.forward(h)));
+        let h = conv2d_forward(&self.conv2, group_norm_silu(&self.norm2, h));
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x),
             None => x,
@@ -111,6 +112,11 @@ impl Upsample2D {
     pub fn forward(&self, x: Tensor<4>, size: Option<[usize; 2]>) -> Tensor<4> {
         let [_, _, h, w] = x.dims();
         let size = size.unwrap_or([h * 2, w * 2]);
+        if size == [h * 2, w * 2]
+            && let Some(y) = upsample2x_conv3x3(&self.conv, &x)
+        {
+            return y;
+        }
         let x = interpolate(
             x,
             InterpolateOptions::new(InterpolateMode::Nearest).with_output_size(size),

@@ -9,7 +9,7 @@ use burn::tensor::activation::{gelu, silu, softmax};
 use burn::tensor::module::{attention, interpolate, linear};
 use burn::tensor::ops::{AttentionModuleOptions, InterpolateMode, InterpolateOptions};
 use burn::tensor::{DType, Device, Distribution, Tensor};
-use sd_models::layers;
+use sd_models::{fused, layers};
 use serde_json::{Value, json};
 
 use super::Options;
@@ -68,6 +68,34 @@ pub fn run(o: &Options, device: &Device) -> anyhow::Result<Vec<Value>> {
         })?;
     }
 
+    // The VAE's widest layers at its image size (latent × 8): 128 channels at full resolution,
+    // 256 at half, 512 at an eighth; batch 1, as an edit runs them.
+    for (cv, div) in [(128, 1), (256, 2), (512, 8)] {
+        let px = 8 * s / div;
+        let input = randn([1, cv, px, px], device);
+        let conv = layers::conv2d(cv, cv, 3, 1, 1, device);
+        let flop = 2 * (cv * px * px * cv * 9) as u64;
+        op(&format!("vae-conv3x3-{cv}@{px}"), flop, &mut || {
+            conv.forward(input.clone())
+        })?;
+        op(&format!("vae-conv3x3-{cv}@{px}-im2col"), flop, &mut || {
+            layers::conv2d_forward(&conv, input.clone())
+        })?;
+        if cv == 128 {
+            let gn = GroupNormConfig::new(32, cv).with_epsilon(1e-6).init(device);
+            op(&format!("vae-group-norm-{cv}@{px}"), 0, &mut || {
+                gn.forward(input.clone())
+            })?;
+            op(&format!("vae-silu-{cv}@{px}"), 0, &mut || {
+                silu(input.clone())
+            })?;
+            // What the models run: both in one pass (`sd_models::fused`).
+            op(&format!("vae-group-norm-silu-{cv}@{px}"), 0, &mut || {
+                fused::group_norm_silu(&gn, input.clone())
+            })?;
+        }
+    }
+
     let tokens = randn([b, n, c], device);
     let wl = randn([c, c], device);
     op("linear-320", 2 * (b * n * c * c) as u64, &mut || {
@@ -108,6 +136,8 @@ pub fn run(o: &Options, device: &Device) -> anyhow::Result<Vec<Value>> {
     op("silu", 0, &mut || silu(x.clone()))?;
     let wide = randn([b, n, 4 * c], device);
     op("gelu", 0, &mut || gelu(wide.clone()).unsqueeze())?;
+    let proj = randn([b, n, 8 * c], device);
+    op("geglu", 0, &mut || fused::geglu(proj.clone()).unsqueeze())?;
     // The transformer's proj_in reads the NCHW feature map as tokens through a transposed view.
     op(
         "linear-320-from-nchw",

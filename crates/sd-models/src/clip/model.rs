@@ -4,13 +4,14 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, Linear};
-use burn::tensor::activation::{gelu, gelu_approximate, sigmoid};
+use burn::tensor::activation::gelu_approximate;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 use super::config::{ClipTextConfig, HiddenAct};
 use crate::error::{ModelError, Result};
+use crate::fused;
 use crate::layers::{layer_norm, linear};
 use crate::weights;
 
@@ -141,8 +142,8 @@ impl ClipEncoderLayer {
         let x = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x));
         let h = self.mlp.fc1.forward(self.layer_norm2.forward(x.clone()));
         let h = match act {
-            HiddenAct::QuickGelu => h.clone() * sigmoid(h * 1.702),
-            HiddenAct::Gelu => gelu(h),
+            HiddenAct::QuickGelu => fused::quick_gelu(h),
+            HiddenAct::Gelu => fused::gelu(h),
             HiddenAct::GeluNew => gelu_approximate(h),
         };
         x + self.mlp.fc2.forward(h)

@@ -11,12 +11,12 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
-use burn::tensor::activation::silu;
 use burn::tensor::{DType, Device, Tensor};
 
 pub use config::{PerBlock, UNetConfig};
 
 use crate::error::{ModelError, Result};
+use crate::fused::group_norm_silu;
 use crate::layers::{conv2d, conv2d_forward, group_norm};
 use crate::weights;
 use blocks::{BlockSpec, DownBlock, MidBlock2DCrossAttn, UpBlock};
@@ -213,6 +213,6 @@ impl UNet2DConditionModel {
             });
             x = block.forward(x, temb, context, &mut skips, size);
         }
-        conv2d_forward(&self.conv_out, silu(self.conv_norm_out.forward(x)))
+        conv2d_forward(&self.conv_out, group_norm_silu(&self.conv_norm_out, x))
     }
 }

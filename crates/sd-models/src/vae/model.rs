@@ -5,12 +5,12 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
-use burn::tensor::activation::silu;
 use burn::tensor::{DType, Device, Tensor};
 
 use super::config::VaeConfig;
 use crate::attention::Attention;
 use crate::error::{ModelError, Result};
+use crate::fused::group_norm_silu;
 use crate::layers::{conv2d, conv2d_forward, group_norm};
 use crate::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
 use crate::weights;
@@ -210,7 +210,7 @@ impl AutoencoderKL {
             }
         }
         x = e.mid_block.forward(x);
-        x = conv2d_forward(&e.conv_out, silu(e.conv_norm_out.forward(x)));
+        x = conv2d_forward(&e.conv_out, group_norm_silu(&e.conv_norm_out, x));
         if let Some(q) = &self.quant_conv {
             x = q.forward(x);
         }
@@ -251,7 +251,7 @@ impl AutoencoderKL {
         }
         Ok(conv2d_forward(
             &d.conv_out,
-            silu(d.conv_norm_out.forward(x)),
+            group_norm_silu(&d.conv_norm_out, x),
         ))
     }
 }
