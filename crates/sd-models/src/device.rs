@@ -16,7 +16,7 @@ pub fn probe(device: &Device) -> Result<(), String> {
     });
     std::panic::set_hook(hook);
     match result {
-        Ok(v) if v == 8.0 => Ok(()),
+        Ok(8.0) => Ok(()),
         Ok(v) => Err(format!("a test computation gave {v} instead of 8")),
         Err(payload) => Err(payload
             .downcast_ref::<&str>()
