@@ -52,49 +52,46 @@ pub fn run(o: &Options, device: &Device) -> anyhow::Result<Vec<Value>> {
     };
 
     // Convolutions as the models run them: burn's `Conv2d::forward` and sd-models'
-    // `conv2d_forward` (im2col + one matmul on flex, see `sd_models::layers`).
+    // `conv2d_forward` (im2col + one matmul on flex, see `sd_models::layers`). The UNet's first and
+    // deepest blocks (batch 2), then the VAE's widest layers at its image size (latent × 8, batch 1,
+    // as an edit runs them): 128 channels at full resolution, 256 at half, 512 at an eighth.
     let x = randn([b, c, s, s], device);
     let (cd, sd) = (1280, s.div_ceil(4));
     let xd = randn([b, cd, sd, sd], device);
-    for (name, input, cin) in [("320", &x, c), ("1280", &xd, cd)] {
-        let conv = layers::conv2d(cin, cin, 3, 1, 1, device);
-        let [_, _, h, w] = input.dims();
-        let flop = 2 * (b * cin * h * w * cin * 9) as u64;
-        op(&format!("conv3x3-{name}"), flop, &mut || {
-            conv.forward(input.clone())
-        })?;
-        op(&format!("conv3x3-{name}-im2col"), flop, &mut || {
-            layers::conv2d_forward(&conv, input.clone())
-        })?;
-    }
-
-    // The VAE's widest layers at its image size (latent × 8): 128 channels at full resolution,
-    // 256 at half, 512 at an eighth; batch 1, as an edit runs them.
+    let mut convs = vec![
+        ("conv3x3-320".to_string(), x.clone()),
+        ("conv3x3-1280".into(), xd.clone()),
+    ];
     for (cv, div) in [(128, 1), (256, 2), (512, 8)] {
         let px = 8 * s / div;
-        let input = randn([1, cv, px, px], device);
-        let conv = layers::conv2d(cv, cv, 3, 1, 1, device);
-        let flop = 2 * (cv * px * px * cv * 9) as u64;
-        op(&format!("vae-conv3x3-{cv}@{px}"), flop, &mut || {
-            conv.forward(input.clone())
-        })?;
-        op(&format!("vae-conv3x3-{cv}@{px}-im2col"), flop, &mut || {
+        convs.push((
+            format!("vae-conv3x3-{cv}@{px}"),
+            randn([1, cv, px, px], device),
+        ));
+    }
+    for (name, input) in &convs {
+        let [n, cin, h, w] = input.dims();
+        let conv = layers::conv2d(cin, cin, 3, 1, 1, device);
+        let flop = 2 * (n * cin * h * w * cin * 9) as u64;
+        op(name, flop, &mut || conv.forward(input.clone()))?;
+        op(&format!("{name}-im2col"), flop, &mut || {
             layers::conv2d_forward(&conv, input.clone())
         })?;
-        if cv == 128 {
-            let gn = GroupNormConfig::new(32, cv).with_epsilon(1e-6).init(device);
-            op(&format!("vae-group-norm-{cv}@{px}"), 0, &mut || {
-                gn.forward(input.clone())
-            })?;
-            op(&format!("vae-silu-{cv}@{px}"), 0, &mut || {
-                silu(input.clone())
-            })?;
-            // What the models run: both in one pass (`sd_models::fused`).
-            op(&format!("vae-group-norm-silu-{cv}@{px}"), 0, &mut || {
-                fused::group_norm_silu(&gn, input.clone())
-            })?;
-        }
     }
+    // Group norm and SiLU at the VAE's 128-channel full-resolution maps.
+    let input = &convs[2].1;
+    let [_, cv, px, _] = input.dims();
+    let gn = GroupNormConfig::new(32, cv).with_epsilon(1e-6).init(device);
+    op(&format!("vae-group-norm-{cv}@{px}"), 0, &mut || {
+        gn.forward(input.clone())
+    })?;
+    op(&format!("vae-silu-{cv}@{px}"), 0, &mut || {
+        silu(input.clone())
+    })?;
+    // What the models run: both in one pass (`sd_models::fused`).
+    op(&format!("vae-group-norm-silu-{cv}@{px}"), 0, &mut || {
+        fused::group_norm_silu(&gn, input.clone())
+    })?;
 
     let tokens = randn([b, n, c], device);
     let wl = randn([c, c], device);
