@@ -167,8 +167,9 @@ pub fn upsample2x_conv3x3(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
     let xp = x.clone().pad((1, 1, 1, 1), PadMode::Constant(0.0));
     let mut phases = Vec::with_capacity(4);
     for a in 0..2 {
+        let rows = fold(weight.clone(), 2, a); // [cout, cin, 2, 3]
         for c in 0..2 {
-            let k = fold(fold(weight.clone(), 2, a), 3, c); // [cout, cin, 2, 2]
+            let k = fold(rows.clone(), 3, c); // [cout, cin, 2, 2]
             let xs = xp.clone().slice([0..b, 0..cin, a..a + h + 1, c..c + w + 1]);
             let (y, _, _) = im2col_product(k, xs, [1, 1]); // [b, cout, h·w]
             phases.push(y.reshape([b, cout, 1, h * w]));
