@@ -96,12 +96,13 @@ def _place(rng, r, taken):
 
 def scene(split_seed, index, two_shapes_p=0.25):
     """One scene: {"image": uint8 [64,64,3], "caption", "background", "shapes": [{shape, colour,
-    cx, cy, r}], "masks": [bool [64,64] per shape]}."""
+    cx, cy, r}], "masks": [bool [64,64] per shape], "coverage": float32 [64,64] of all shapes}."""
     rng = np.random.default_rng([split_seed, index])
     background = list(BACKGROUNDS)[rng.integers(len(BACKGROUNDS))]
     img = _background(background, rng)
     count = 2 if rng.random() < two_shapes_p else 1
     shapes, masks, taken = [], [], []
+    coverage = np.zeros((SIZE, SIZE), np.float32)
     for _ in range(count):
         shape = SHAPES[rng.integers(len(SHAPES))]
         colour = list(COLOURS)[rng.integers(len(COLOURS))]
@@ -117,6 +118,7 @@ def scene(split_seed, index, two_shapes_p=0.25):
         img = img * (1 - cov) + np.array(COLOURS[colour], np.float32) * cov
         shapes.append({"shape": shape, "colour": colour, "cx": cx, "cy": cy, "r": r})
         masks.append(cov[..., 0] >= 0.5)
+        coverage = np.maximum(coverage, cov[..., 0])
     caption = caption_of(shapes, background)
     return {
         "image": np.clip(np.rint(img), 0, 255).astype(np.uint8),
@@ -124,6 +126,7 @@ def scene(split_seed, index, two_shapes_p=0.25):
         "background": background,
         "shapes": shapes,
         "masks": masks,
+        "coverage": coverage,
     }
 
 
