@@ -5,7 +5,8 @@
 //! - Reconstruction: invert with the scene's caption, sample back from step 0 with the same
 //!   caption; PSNR against the input, for several step counts at guidance 1 and 3.5.
 //! - Colour edits ("a red circle …" → "a blue circle …") and shape edits ("… circle …" →
-//!   "… square …"), each by three methods at equal settings (N, k, guidance):
+//!   "… square …"), and on request (`--edits none`) the caption kept unchanged, which measures
+//!   what a method alone loses; each by three methods at equal settings (N, k, guidance):
 //!   `inversion` (this project's edit), `img2img` (the clean latent noised to τ_k with fresh
 //!   noise, then the same sampler), and `tutorial` (the diffusion course notebook's indexing: all
 //!   inverse steps, then the latent one step less noisy than τ_k). Scored by pixel statistics
@@ -38,11 +39,12 @@ usage: cargo xtask eval-toy [options]
   --heldout DIR      held-out scenes (default tests/fixtures/toy-heldout)
   --count N          scenes used (default: all)
   --steps N          DDIM steps of the edits (default 50, as `ddim-edit edit`)
-  --start-step K     start step of the edits (default 10, as `ddim-edit edit`)
+  --start-step K     start step of the edits (default 30 % of N, as `ddim-edit edit`)
   --guidance G       guidance of the edits (default 3.5, as `ddim-edit edit`)
   --inversion-guidance G
-                     guidance of the inversion (default: --guidance, as `ddim-edit edit`)
-  --edits LIST       comma-separated edit kinds: colour,shape (default both)
+                     guidance of the inversion (default 1, as `ddim-edit edit`)
+  --edits LIST       comma-separated edit kinds: colour,shape,none (default colour,shape;
+                     none keeps the caption: what the method alone loses)
   --methods LIST     comma-separated: inversion,img2img,tutorial (default all three)
   --no-recon         skip the reconstruction table
   --examples N       write the first N edits of the first method as PNGs (default 4)
@@ -75,7 +77,7 @@ struct Options {
     steps: usize,
     start_step: usize,
     guidance: f64,
-    inversion_guidance: Option<f64>,
+    inversion_guidance: f64,
     edits: Vec<String>,
     methods: Vec<Method>,
     recon: bool,
@@ -91,9 +93,9 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Options>> {
         heldout: root.join("tests/fixtures/toy-heldout"),
         count: None,
         steps: 50,
-        start_step: 10,
-        guidance: 3.5,
-        inversion_guidance: None,
+        start_step: 0,
+        guidance: inversion::DEFAULT_GUIDANCE,
+        inversion_guidance: inversion::DEFAULT_INVERSION_GUIDANCE,
         edits: vec!["colour".into(), "shape".into()],
         methods: Method::ALL.to_vec(),
         recon: true,
@@ -101,6 +103,7 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Options>> {
         json: root.join("target/eval-toy.json"),
         dev: false,
     };
+    let mut start_step = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = || {
@@ -118,9 +121,9 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Options>> {
                 if let Some(bad) = o
                     .edits
                     .iter()
-                    .find(|e| !["colour", "shape"].contains(&e.as_str()))
+                    .find(|e| !["colour", "shape", "none"].contains(&e.as_str()))
                 {
-                    bail!("--edits: unknown edit kind {bad:?}; known: colour, shape");
+                    bail!("--edits: unknown edit kind {bad:?}; known: colour, shape, none");
                 }
             }
             "--methods" => {
@@ -135,7 +138,7 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Options>> {
             }
             "--inversion-guidance" => {
                 let v = value()?;
-                o.inversion_guidance = Some(v.parse().with_context(|| bad(&v))?);
+                o.inversion_guidance = v.parse().with_context(|| bad(&v))?;
             }
             "--model" => o.model = value()?.into(),
             "--heldout" => o.heldout = value()?.into(),
@@ -150,7 +153,7 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Options>> {
             }
             "--start-step" => {
                 let v = value()?;
-                o.start_step = v.parse().with_context(|| bad(&v))?;
+                start_step = Some(v.parse().with_context(|| bad(&v))?);
             }
             "--guidance" => {
                 let v = value()?;
@@ -159,13 +162,14 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Options>> {
             other => bail!("unknown argument {other:?}\n{HELP}"),
         }
     }
-    if o.start_step + 1 >= o.steps {
+    let k = start_step.unwrap_or_else(|| inversion::default_start_step(o.steps));
+    if k + 1 >= o.steps {
         bail!(
-            "--start-step {} leaves no step to compare (it must be below --steps {} − 1)",
-            o.start_step,
+            "--start-step {k} leaves no step to compare (it must be below --steps {} − 1)",
             o.steps
         );
     }
+    o.start_step = k;
     Ok(Some(o))
 }
 
@@ -344,7 +348,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         steps: o.steps,
         start_step: o.start_step,
         guidance: o.guidance,
-        inversion_guidance: o.inversion_guidance.unwrap_or(o.guidance),
+        inversion_guidance: o.inversion_guidance,
         negative_prompt: String::new(),
     };
     let mut edits = Vec::new();
@@ -359,7 +363,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 .collect();
             let (from, to) = match kind {
                 "colour" => (s.colour.as_str(), next(&colour_names, &s.colour)),
-                _ => (s.shape.as_str(), next(&heldout.shapes, &s.shape)),
+                "shape" => (s.shape.as_str(), next(&heldout.shapes, &s.shape)),
+                _ => (s.colour.as_str(), s.colour.as_str()),
             };
             let target = s
                 .caption
@@ -370,7 +375,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 let out = edit(&p, method, &img, &s.caption, &target, &options, i as u64)?;
                 let fg = pal.foreground(&out);
                 let success = match kind {
-                    "colour" => pal.colour(&out, 10) == Some(to),
+                    "colour" | "none" => pal.colour(&out, 10) == Some(to),
                     _ => shape_of(&fg, size, &heldout.shapes) == Some(to),
                 };
                 let union: Vec<bool> = mask.iter().zip(&fg).map(|(a, b)| *a || *b).collect();
@@ -390,7 +395,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             let pick = |f: fn(&Score) -> f64| mean(&v.iter().map(f).collect::<Vec<_>>());
             edits.push(json!({
                 "edit": kind, "method": method.name(), "scenes": v.len(),
-                "steps": o.steps, "start_step": o.start_step, "guidance": o.guidance,
+                "steps": o.steps, "start_step": options.start_step, "guidance": o.guidance,
                 "inversion_guidance": options.inversion_guidance,
                 "success": pick(|s| s.success), "mask_iou": pick(|s| s.iou),
                 "psnr_outside_db": pick(|s| s.psnr_outside),
@@ -489,6 +494,28 @@ fn table(report: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_follow_ddim_edit() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let o = parse(&[]).unwrap().unwrap();
+        assert_eq!((o.steps, o.start_step), (50, 15));
+        assert_eq!((o.guidance, o.inversion_guidance), (3.5, 1.0));
+        let o = parse(&args(&["--steps", "20", "--edits", "none"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (o.start_step, o.edits.as_slice()),
+            (6, &["none".to_string()][..])
+        );
+        let e = parse(&args(&["--edits", "size"]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("unknown edit kind \"size\""), "{e}");
+        let e = parse(&args(&["--steps", "1"])).err().unwrap().to_string();
+        assert!(e.contains("--start-step 0 leaves no step"), "{e}");
+    }
 
     #[test]
     fn articles_follow_the_swapped_word() {

@@ -73,12 +73,12 @@ fn size(common: &Common, pipeline: &Pipeline) -> Result<(usize, usize)> {
     Ok(size)
 }
 
-fn metadata(common: &Common, prompt: &str) -> HashMap<String, String> {
+fn metadata(common: &Common, prompt: &str, guidance: f64) -> HashMap<String, String> {
     HashMap::from([
         ("model".to_string(), common.model.clone()),
         ("prompt".to_string(), prompt.to_string()),
         ("steps".to_string(), common.steps.to_string()),
-        ("guidance".to_string(), common.guidance.to_string()),
+        ("guidance".to_string(), guidance.to_string()),
     ])
 }
 
@@ -121,9 +121,12 @@ pub fn invert(common: &Common, image: &str, prompt: &str, out: &Path) -> Result<
     bars.start(inversion::Phase::Encode, 1);
     let x0 = pipeline.encode(x)?;
     bars.finish(inversion::Phase::Encode);
-    let cond = pipeline.conditioning(prompt, "", common.guidance)?;
+    let guidance = common
+        .guidance
+        .unwrap_or(inversion::DEFAULT_INVERSION_GUIDANCE);
+    let cond = pipeline.conditioning(prompt, "", guidance)?;
     let mut trajectory = pipeline.invert(x0, &cond, common.steps, common.steps, &bars)?;
-    trajectory.metadata = metadata(common, prompt);
+    trajectory.metadata = metadata(common, prompt, guidance);
     write_all(vec![(out, trajectory.to_bytes()?)])?;
     report(common, &bars, started, &[out]);
     Ok(())
@@ -154,12 +157,16 @@ pub fn sample(
         }
         None => (pipeline.noise_latents(seed, size(common, &pipeline)?), 0),
     };
-    let cond = pipeline.conditioning(prompt, negative, common.guidance)?;
+    let guidance = common.guidance.unwrap_or(inversion::DEFAULT_GUIDANCE);
+    let cond = pipeline.conditioning(prompt, negative, guidance)?;
     let result = pipeline.sample(start, &cond, common.steps, k, &bars)?;
     let image = tensor_to_image(pipeline.decode_with_progress(result.clone(), &bars)?)?;
     let mut outputs = vec![(out, png_bytes(&image)?)];
     if let Some(p) = save_latents {
-        outputs.push((p, latents_bytes(&result, &metadata(common, prompt))?));
+        outputs.push((
+            p,
+            latents_bytes(&result, &metadata(common, prompt, guidance))?,
+        ));
     }
     let paths: Vec<&Path> = outputs.iter().map(|(p, _)| *p).collect();
     write_all(outputs)?;
@@ -172,8 +179,8 @@ pub struct EditArgs<'a> {
     pub prompt: &'a str,
     pub edit_prompt: &'a str,
     pub negative_prompt: &'a str,
-    pub start_step: usize,
-    pub inversion_guidance: Option<f64>,
+    pub start_step: Option<usize>,
+    pub inversion_guidance: f64,
     pub out: &'a Path,
     pub save_latents: Option<&'a Path>,
     pub save_trajectory: Option<&'a Path>,
@@ -181,16 +188,19 @@ pub struct EditArgs<'a> {
 
 pub fn edit(common: &Common, a: EditArgs<'_>) -> Result<()> {
     let started = Instant::now();
-    inversion::check_start(common.steps, a.start_step)?;
+    let start_step = a
+        .start_step
+        .unwrap_or_else(|| inversion::default_start_step(common.steps));
+    inversion::check_start(common.steps, start_step)?;
     let bars = Bars::new(common.quiet);
     let img = read_image(a.image)?;
     let pipeline = load(common)?;
     let size = size(common, &pipeline)?;
     let options = EditOptions {
         steps: common.steps,
-        start_step: a.start_step,
-        guidance: common.guidance,
-        inversion_guidance: a.inversion_guidance.unwrap_or(common.guidance),
+        start_step,
+        guidance: common.guidance.unwrap_or(inversion::DEFAULT_GUIDANCE),
+        inversion_guidance: a.inversion_guidance,
         negative_prompt: a.negative_prompt.to_string(),
     };
     let x = image_to_tensor(&img, size, &pipeline.device);
@@ -200,14 +210,15 @@ pub fn edit(common: &Common, a: EditArgs<'_>) -> Result<()> {
     if let Some(p) = a.save_latents {
         outputs.push((
             p,
-            latents_bytes(&result.latents, &metadata(common, a.edit_prompt))?,
+            latents_bytes(
+                &result.latents,
+                &metadata(common, a.edit_prompt, options.guidance),
+            )?,
         ));
     }
     if let Some(p) = a.save_trajectory {
         let mut t = result.trajectory;
-        t.metadata = metadata(common, a.prompt);
-        t.metadata
-            .insert("guidance".into(), options.inversion_guidance.to_string());
+        t.metadata = metadata(common, a.prompt, options.inversion_guidance);
         outputs.push((p, t.to_bytes()?));
     }
     let paths: Vec<&Path> = outputs.iter().map(|(p, _)| *p).collect();

@@ -38,9 +38,10 @@ pub struct Common {
     /// Number of DDIM steps N.
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
-    /// Classifier-free guidance scale (1 disables the unconditional branch).
-    #[arg(long, default_value_t = 3.5)]
-    pub guidance: f64,
+    /// Classifier-free guidance scale (1 disables the unconditional branch). Default: 3.5 for
+    /// sampling; for `invert` it is the inversion's guidance, default 1.
+    #[arg(long)]
+    pub guidance: Option<f64>,
     /// Image size WxH (default: the model's native size; --image inputs are resized to it).
     #[arg(long, value_parser = commands::parse_size)]
     pub size: Option<(usize, usize)>,
@@ -107,11 +108,13 @@ enum Command {
         #[arg(long, default_value = "")]
         negative_prompt: String,
         /// How many sampler steps to skip: higher keeps more of the input (0 = full regeneration).
-        #[arg(long, default_value_t = 10)]
-        start_step: usize,
-        /// Guidance of the inversion (default: --guidance).
+        /// Default: 30 % of --steps (15 of 50), as the course notebook's edit().
         #[arg(long)]
-        inversion_guidance: Option<f64>,
+        start_step: Option<usize>,
+        /// Guidance of the inversion. 1 (unguided) keeps the layout best; 3.5 with --guidance 3.5
+        /// is the course notebook's edit.
+        #[arg(long, default_value_t = inversion::DEFAULT_INVERSION_GUIDANCE)]
+        inversion_guidance: f64,
         #[arg(long)]
         out: PathBuf,
         #[arg(long)]

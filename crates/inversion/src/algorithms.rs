@@ -137,6 +137,23 @@ impl Pipeline {
 }
 
 /// Settings of an edit.
+/// Classifier-free guidance of sampling when none is given: the diffusion course notebook's 3.5.
+pub const DEFAULT_GUIDANCE: f64 = 3.5;
+
+/// Guidance of the inversion when none is given: 1, i.e. the conditional branch alone, as
+/// diffusers' Pix2Pix-Zero `invert` and null-text inversion's pivot invert. Measured with the toy
+/// model (`cargo xtask eval-toy`, N = 50, k = 15, sampling guidance 3.5), colour edits keep the
+/// shape's mask with IoU 0.855 this way against 0.787 when inverting at 3.5 as the notebook does.
+pub const DEFAULT_INVERSION_GUIDANCE: f64 = 1.0;
+
+/// The start step when none is given: 30 % of the N steps skipped (15 of 50), the fraction the
+/// diffusion course notebook's `edit()` uses (start step 30 of 100). Measured with the toy model
+/// (unguided inversion, guidance 3.5), colour edits keep the shape's mask with IoU 0.855 from
+/// step 15 of 50 and 0.800 from step 10.
+pub fn default_start_step(steps: usize) -> usize {
+    steps * 3 / 10
+}
+
 #[derive(Debug, Clone)]
 pub struct EditOptions {
     pub steps: usize,
@@ -194,5 +211,22 @@ impl Pipeline {
         progress.finish(Phase::Decode);
         check_finite(&image, "VAE decode")?;
         Ok(image)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_start_step_skips_thirty_percent_and_is_always_valid() {
+        // The notebook's edit(): start step 30 of 100; the CLI's 50 steps: 15.
+        assert_eq!(default_start_step(100), 30);
+        assert_eq!(default_start_step(50), 15);
+        assert_eq!(default_start_step(10), 3);
+        assert_eq!(default_start_step(3), 0);
+        for n in 1..=1000 {
+            assert!(check_start(n, default_start_step(n)).is_ok(), "steps {n}");
+        }
     }
 }

@@ -13,7 +13,10 @@ pub mod pipeline;
 pub mod progress;
 pub mod trajectory;
 
-pub use algorithms::{EditOptions, EditOutput, apply_step, check_start};
+pub use algorithms::{
+    DEFAULT_GUIDANCE, DEFAULT_INVERSION_GUIDANCE, EditOptions, EditOutput, apply_step, check_start,
+    default_start_step,
+};
 pub use error::{InversionError, Result};
 pub use pipeline::{Conditioning, LoadOptions, Pipeline};
 pub use progress::{NoProgress, Phase, Progress};
