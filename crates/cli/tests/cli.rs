@@ -24,6 +24,33 @@ fn run(args: &[&str]) -> Output {
         .expect("runs")
 }
 
+/// `command` (`edit` or `invert`) on the tiny model with the prompt "a red circle" and `steps`
+/// steps, writing `out`, then `extra` arguments.
+fn run_tiny(command: &str, steps: usize, out: &str, extra: &[&str]) -> Output {
+    let (model, image, steps) = (model(), image(), steps.to_string());
+    let mut args = vec![
+        command,
+        "--model",
+        &model,
+        "--image",
+        &image,
+        "--prompt",
+        "a red circle",
+        "--steps",
+        &steps,
+        "--out",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+/// `edit` on the tiny model: 6 steps from step 2, red circle → blue square.
+fn run_tiny_edit(out: &str, extra: &[&str]) -> Output {
+    let edit = ["--edit-prompt", "a blue square", "--start-step", "2"];
+    run_tiny("edit", 6, out, &[&edit[..], extra].concat())
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -88,27 +115,15 @@ fn edit_writes_identical_pngs_for_identical_inputs() {
         let out = dir.path().join(format!("edit{i}.png"));
         let lat = dir.path().join(format!("lat{i}.safetensors"));
         let traj = dir.path().join(format!("traj{i}.safetensors"));
-        let o = run(&[
-            "edit",
-            "--model",
-            &model(),
-            "--image",
-            &image(),
-            "--prompt",
-            "a red circle",
-            "--edit-prompt",
-            "a blue square",
-            "--steps",
-            "6",
-            "--start-step",
-            "2",
-            "--out",
+        let o = run_tiny_edit(
             &out.display().to_string(),
-            "--save-latents",
-            &lat.display().to_string(),
-            "--save-trajectory",
-            &traj.display().to_string(),
-        ]);
+            &[
+                "--save-latents",
+                &lat.display().to_string(),
+                "--save-trajectory",
+                &traj.display().to_string(),
+            ],
+        );
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(
             stderr(&o).contains("done in"),
@@ -142,31 +157,8 @@ fn edit_inverts_unguided_by_default() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).display().to_string();
     let edit = |out: &str, traj: &str, extra: &[&str]| {
-        let mut args = vec![
-            "edit",
-            "-q",
-            "--model",
-            &model(),
-            "--image",
-            &image(),
-            "--prompt",
-            "a red circle",
-            "--edit-prompt",
-            "a blue square",
-            "--steps",
-            "6",
-            "--start-step",
-            "2",
-            "--out",
-            out,
-            "--save-trajectory",
-            traj,
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let o = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let args = [&["-q", "--save-trajectory", traj][..], extra].concat();
+        let o = run_tiny_edit(out, &args);
         assert!(o.status.success(), "{}", stderr(&o));
     };
     edit(&path("a.png"), &path("a.safetensors"), &[]);
@@ -175,20 +167,7 @@ fn edit_inverts_unguided_by_default() {
         &path("b.safetensors"),
         &["--inversion-guidance", "3.5"],
     );
-    let o = run(&[
-        "invert",
-        "-q",
-        "--model",
-        &model(),
-        "--image",
-        &image(),
-        "--prompt",
-        "a red circle",
-        "--steps",
-        "6",
-        "--out",
-        &path("inv.safetensors"),
-    ]);
+    let o = run_tiny("invert", 6, &path("inv.safetensors"), &["-q"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let (a, meta_a) = trajectory(Path::new(&path("a.safetensors")));
     let (b, meta_b) = trajectory(Path::new(&path("b.safetensors")));
@@ -223,20 +202,7 @@ fn edit_inverts_unguided_by_default() {
 fn invert_then_sample_from_the_trajectory() {
     let dir = tempfile::tempdir().unwrap();
     let traj = dir.path().join("t.safetensors").display().to_string();
-    let o = run(&[
-        "invert",
-        "-q",
-        "--model",
-        &model(),
-        "--image",
-        &image(),
-        "--prompt",
-        "a red circle",
-        "--steps",
-        "5",
-        "--out",
-        &traj,
-    ]);
+    let o = run_tiny("invert", 5, &traj, &["-q"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = dir.path().join("s.png").display().to_string();
     let o = run(&[
