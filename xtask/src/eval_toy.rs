@@ -363,6 +363,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut edits = Vec::new();
     let mut examples = Vec::new();
     let mut comparisons = Vec::new();
+    let small: Vec<bool> = scenes.iter().map(|s| s.r <= SMALL_RADIUS).collect();
     for kind in o.edits.iter().map(String::as_str) {
         let mut scores: BTreeMap<&str, Vec<Score>> = BTreeMap::new();
         // The mask IoU an exact edit would score: 1 for colour, less when the shape changes.
@@ -406,7 +407,6 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 }
             }
         }
-        let small: Vec<bool> = scenes.iter().map(|s| s.r <= SMALL_RADIUS).collect();
         for &method in &o.methods {
             let v = &scores[method.name()];
             let pick = |f: fn(&Score) -> f64| mean(&v.iter().map(f).collect::<Vec<_>>());
@@ -421,7 +421,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 "steps": o.steps, "start_step": options.start_step, "guidance": o.guidance,
                 "inversion_guidance": options.inversion_guidance,
                 "success": pick(|s| s.success), "mask_iou": pick(|s| s.iou),
-                "mask_iou_small": mean(&small_iou), "small_scenes": small_iou.len(),
+                "mask_iou_small": (!small_iou.is_empty()).then(|| mean(&small_iou)), "small_scenes": small_iou.len(),
                 "exact_edit_mask_iou": mean(&exact),
                 "psnr_outside_db": pick(|s| s.psnr_outside),
                 "per_scene": v.iter().map(|s| json!([s.success, s.iou, s.psnr_outside])).collect::<Vec<_>>(),
@@ -525,12 +525,14 @@ fn table(report: &Value) -> String {
     for r in report["edits"].as_array().into_iter().flatten() {
         let _ = writeln!(
             t,
-            "| {} | {} | {:.0} % | {:.3} | {:.3} | {:.2} |",
+            "| {} | {} | {:.0} % | {:.3} | {} | {:.2} |",
             r["edit"].as_str().unwrap_or("?"),
             r["method"].as_str().unwrap_or("?"),
             100.0 * num(&r["success"]),
             num(&r["mask_iou"]),
-            num(&r["mask_iou_small"]),
+            r["mask_iou_small"]
+                .as_f64()
+                .map_or("–".to_string(), |v| format!("{v:.3}")),
             num(&r["psnr_outside_db"])
         );
     }

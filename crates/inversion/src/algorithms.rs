@@ -136,7 +136,6 @@ impl Pipeline {
     }
 }
 
-/// Settings of an edit.
 /// Classifier-free guidance of sampling when none is given: the diffusion course notebook's 3.5.
 pub const DEFAULT_GUIDANCE: f64 = 3.5;
 
@@ -154,6 +153,7 @@ pub fn default_start_step(steps: usize) -> usize {
     steps * 3 / 10
 }
 
+/// Settings of an edit.
 #[derive(Debug, Clone)]
 pub struct EditOptions {
     pub steps: usize,
