@@ -41,6 +41,7 @@ usage: cargo xtask eval-toy [options]
   --model DIR        the toy model (default tests/fixtures/models/toy)
   --heldout DIR      held-out scenes (default tests/fixtures/toy-heldout)
   --count N          scenes used (default: all)
+  --seed S           img2img's noise: scene i draws seed S·1000003 + i (default 0)
   --steps N          DDIM steps of the edits (default 50, as `ddim-edit edit`)
   --start-step K     start step of the edits (default 30 % of N, as `ddim-edit edit`)
   --guidance G       guidance of the edits (default 3.5, as `ddim-edit edit`)
@@ -83,6 +84,7 @@ struct Options {
     model: PathBuf,
     heldout: PathBuf,
     count: Option<usize>,
+    seed: u64,
     steps: usize,
     start_step: usize,
     guidance: f64,
@@ -101,6 +103,7 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Options>> {
         model: root.join("tests/fixtures/models/toy"),
         heldout: root.join("tests/fixtures/toy-heldout"),
         count: None,
+        seed: 0,
         steps: 50,
         start_step: 0,
         guidance: inversion::DEFAULT_GUIDANCE,
@@ -152,6 +155,10 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Options>> {
             "--model" => o.model = value()?.into(),
             "--heldout" => o.heldout = value()?.into(),
             "--json" => o.json = value()?.into(),
+            "--seed" => {
+                let v = value()?;
+                o.seed = v.parse().with_context(|| bad(&v))?;
+            }
             "--count" => {
                 let v = value()?;
                 o.count = Some(v.parse().with_context(|| bad(&v))?);
@@ -389,7 +396,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             });
             let pal = palette(&s.background)?;
             for &method in &o.methods {
-                let out = edit(&p, method, &img, &s.caption, &target, &options, i as u64)?;
+                let seed = o.seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
+                let out = edit(&p, method, &img, &s.caption, &target, &options, seed)?;
                 let fg = pal.foreground(&out);
                 let success = match kind {
                     "colour" | "none" => pal.colour(&out, 10) == Some(to),
@@ -418,7 +426,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 .collect();
             edits.push(json!({
                 "edit": kind, "method": method.name(), "scenes": v.len(),
-                "steps": o.steps, "start_step": options.start_step, "guidance": o.guidance,
+                "steps": o.steps, "start_step": options.start_step, "guidance": o.guidance, "seed": o.seed,
                 "inversion_guidance": options.inversion_guidance,
                 "success": pick(|s| s.success), "mask_iou": pick(|s| s.iou),
                 "mask_iou_small": (!small_iou.is_empty()).then(|| mean(&small_iou)), "small_scenes": small_iou.len(),
@@ -575,13 +583,13 @@ mod tests {
         let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let o = parse(&[]).unwrap().unwrap();
         assert_eq!((o.steps, o.start_step), (50, 15));
-        assert_eq!((o.guidance, o.inversion_guidance), (3.5, 1.0));
-        let o = parse(&args(&["--steps", "20", "--edits", "none"]))
+        assert_eq!((o.guidance, o.inversion_guidance, o.seed), (3.5, 1.0, 0));
+        let o = parse(&args(&["--steps", "20", "--edits", "none", "--seed", "2"]))
             .unwrap()
             .unwrap();
         assert_eq!(
-            (o.start_step, o.edits.as_slice()),
-            (6, &["none".to_string()][..])
+            (o.start_step, o.edits.as_slice(), o.seed),
+            (6, &["none".to_string()][..], 2)
         );
         let e = parse(&args(&["--edits", "size"]))
             .err()
