@@ -17,16 +17,17 @@ keeps what it finished; `--resume` skips stages whose output exists):
      and colour edits moved or erased the shape; with it the cosines are 0.9 to 1.0.
   2. UNet2DConditionModel (attention at 8×8 and 4×4 only) + CLIPTextModel trained together on
      ε-prediction with SD's scaled-linear 1000-step schedule, min-SNR-5 loss weights (Hang et
-     al. 2023), 10 % empty captions (for classifier-free
-     guidance), EMA 0.999 of the weights; the EMA weights are saved.
+     al. 2023), 10 % empty captions (for classifier-free guidance), EMA 0.999 of the weights;
+     the EMA weights are saved.
   3. The held-out scenes for the evaluation (`tests/fixtures/toy-heldout`).
 
 `--vae-minutes` and `--minutes` cap the two stages by time, `--vae-stop-at` / `--unet-stop-at` by
-step. The committed model is the plain command's run (with caps of 12 and 43 minutes, which it did
-not reach) on a 2-core machine: all 1700 VAE and 4100 UNet steps, 57 minutes in all, the same on a
-rerun (deterministic algorithms, every random draw seeded; float rounding may still differ on
-another CPU or thread count). `training.json` records what ran. Then `gen_toy_refs.py` writes the
-component references that the Rust parity tests check the toy model against.
+step. The committed model ran with this script's defaults plus `--vae-minutes 12 --minutes 43`,
+caps it did not reach, on a 2-core machine: all 1700 VAE and 4100 UNet steps, 57 minutes in all,
+so the plain command repeats it (deterministic algorithms, every random draw seeded; float
+rounding may still differ on another CPU or thread count). `training.json` records what ran. Then
+`gen_toy_refs.py` writes the component references that the Rust parity tests check the toy model
+against.
 
 PyTorch + diffusers train it (pinned in requirements.txt), not Burn's autodiff through the Rust
 models: the Rust crates are written for inference (their modules are not wired to an autodiff
@@ -295,8 +296,7 @@ def main():
         vae_done = None
     else:
         vae, vae_done = train_vae(x, cov, a.vae_steps, a.vae_batch, a.seed, a.vae_crop, a.vae_full, a.presence,
-                                  a.presence_weight, a.vae_minutes,
-                                  a.vae_stop_at)
+                                  a.presence_weight, a.vae_minutes, a.vae_stop_at)
         print(f"vae: {vae_done} steps", flush=True)
         vae.save_pretrained(vae_dir, safe_serialization=True)
     mean, std = encode_all(vae, x)
