@@ -1,28 +1,36 @@
-//! The subcommands: parse inputs, run the pipeline, write outputs (all or none).
+//! The subcommands: check the outputs can be written, read inputs, run the pipeline, write the
+//! outputs (all or none).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow};
 use image::RgbImage;
-use inversion::io::{decode_image, image_to_tensor, png_bytes, tensor_to_image, write_atomic};
-use inversion::{EditOptions, LoadOptions, Pipeline, Progress, Trajectory, latents_bytes};
+use inversion::image::{decode_image, image_to_tensor, tensor_to_image};
+use inversion::{EditOptions, InversionError, LoadOptions, Pipeline, Trajectory, latents_bytes};
 
-use crate::Common;
+use crate::args::{Common, EditArgs, InvertArgs, SampleArgs};
+use crate::output::{Output, check_targets, png_bytes, write_all};
 use crate::progress::Bars;
 
-/// `--size 512x768` → (512, 768).
-pub fn parse_size(s: &str) -> Result<(usize, usize), String> {
-    let (w, h) = s
-        .split_once(['x', 'X'])
-        .ok_or_else(|| format!("expected WIDTHxHEIGHT (e.g. 512x512), got {s:?}"))?;
-    let parse = |v: &str| {
-        v.trim()
-            .parse::<usize>()
-            .map_err(|_| format!("{v:?} in --size {s:?} is not a whole number"))
-    };
-    Ok((parse(w)?, parse(h)?))
+/// The library's argument errors, worded with the flags that set them.
+fn flagged(e: InversionError) -> anyhow::Error {
+    match e {
+        InversionError::NoSteps => anyhow!("--steps must be at least 1"),
+        InversionError::StartStep { start, steps } => anyhow!(
+            "--start-step {start} must be smaller than --steps {steps} (steps 0..{} exist)",
+            steps.saturating_sub(1)
+        ),
+        InversionError::TrajectorySteps { found, steps } => {
+            anyhow!("--latents: the trajectory was made with {found} steps but --steps is {steps}")
+        }
+        InversionError::TrajectoryMismatch { message } => {
+            anyhow!("--latents: the trajectory {message}")
+        }
+        e @ InversionError::Size { .. } => anyhow::Error::new(e).context("--size"),
+        other => other.into(),
+    }
 }
 
 /// Reads `--image`: a file path or an http(s) URL (30 s time-out).
@@ -49,7 +57,7 @@ fn read_image(source: &str) -> Result<RgbImage> {
 
 fn load(common: &Common) -> Result<Pipeline> {
     if common.steps == 0 {
-        bail!("--steps must be at least 1");
+        return Err(flagged(InversionError::NoSteps));
     }
     let dir = crate::model::resolve(&common.model)?;
     let device = crate::device::select(&common.device)?;
@@ -67,14 +75,16 @@ fn load(common: &Common) -> Result<Pipeline> {
     Ok(pipeline)
 }
 
+/// `--size`, or the model's native size.
 fn size(common: &Common, pipeline: &Pipeline) -> Result<(usize, usize)> {
     let size = common.size.unwrap_or_else(|| pipeline.native_size());
-    pipeline.check_size(size.0, size.1).context("--size")?;
+    pipeline.check_size(size.0, size.1).map_err(flagged)?;
     Ok(size)
 }
 
-fn metadata(common: &Common, prompt: &str, guidance: f64) -> HashMap<String, String> {
-    HashMap::from([
+/// The metadata of the safetensors files a command writes.
+fn metadata(common: &Common, prompt: &str, guidance: f64) -> BTreeMap<String, String> {
+    BTreeMap::from([
         ("model".to_string(), common.model.clone()),
         ("prompt".to_string(), prompt.to_string()),
         ("steps".to_string(), common.steps.to_string()),
@@ -82,24 +92,11 @@ fn metadata(common: &Common, prompt: &str, guidance: f64) -> HashMap<String, Str
     ])
 }
 
-/// Writes every output or none: each goes to a temporary file that is renamed into place; if any
-/// write fails, the ones already written are removed.
-fn write_all(outputs: Vec<(&Path, Vec<u8>)>) -> Result<()> {
-    let mut done: Vec<&Path> = Vec::new();
-    for (path, bytes) in outputs {
-        if let Err(e) = write_atomic(path, &bytes) {
-            for p in done {
-                let _ = std::fs::remove_file(p);
-            }
-            return Err(e.into());
-        }
-        done.push(path);
-    }
-    Ok(())
-}
-
-fn report(common: &Common, bars: &Bars, started: Instant, outputs: &[&Path]) {
-    for p in outputs {
+/// Writes the outputs, prints their paths on stdout and the phase times on stderr.
+fn finish(common: &Common, bars: &Bars, started: Instant, outputs: Vec<Output<'_>>) -> Result<()> {
+    let paths: Vec<&Path> = outputs.iter().map(|o| o.path).collect();
+    write_all(outputs)?;
+    for p in paths {
         println!("{}", p.display());
     }
     if !common.quiet {
@@ -109,91 +106,98 @@ fn report(common: &Common, bars: &Bars, started: Instant, outputs: &[&Path]) {
             bars.summary()
         );
     }
+    Ok(())
 }
 
-pub fn invert(common: &Common, image: &str, prompt: &str, out: &Path) -> Result<()> {
-    let started = Instant::now();
+/// Flag and path of each optional output that was asked for, after the required ones.
+fn targets<'a>(
+    required: &[(&'static str, &'a Path)],
+    optional: &[(&'static str, Option<&'a Path>)],
+) -> Vec<(&'static str, &'a Path)> {
+    let mut all = required.to_vec();
+    all.extend(optional.iter().filter_map(|(f, p)| p.map(|p| (*f, p))));
+    all
+}
+
+pub fn invert(a: &InvertArgs) -> Result<()> {
+    let (common, started) = (&a.common, Instant::now());
+    check_targets(&[("--out", &a.out)])?;
     let bars = Bars::new(common.quiet);
-    let img = read_image(image)?;
+    let img = read_image(&a.image)?;
     let pipeline = load(common)?;
     let size = size(common, &pipeline)?;
-    let x = image_to_tensor(&img, size, &pipeline.device);
-    bars.start(inversion::Phase::Encode, 1);
-    let x0 = pipeline.encode(x)?;
-    bars.finish(inversion::Phase::Encode);
+    let x0 = pipeline.encode(image_to_tensor(&img, size, pipeline.device()), &bars)?;
     let guidance = common
         .guidance
         .unwrap_or(inversion::DEFAULT_INVERSION_GUIDANCE);
-    let cond = pipeline.conditioning(prompt, "", guidance)?;
-    let mut trajectory = pipeline.invert(x0, &cond, common.steps, common.steps, &bars)?;
-    trajectory.metadata = metadata(common, prompt, guidance);
-    write_all(vec![(out, trajectory.to_bytes()?)])?;
-    report(common, &bars, started, &[out]);
-    Ok(())
+    let cond = pipeline.conditioning(&a.prompt, "", guidance)?;
+    let mut trajectory = inversion::invert(&pipeline, x0, &cond, common.steps, common.steps, &bars)
+        .map_err(flagged)?;
+    trajectory.metadata = metadata(common, &a.prompt, guidance);
+    let out = Output {
+        flag: "--out",
+        path: &a.out,
+        bytes: trajectory.to_bytes()?,
+    };
+    finish(common, &bars, started, vec![out])
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn sample(
-    common: &Common,
-    prompt: &str,
-    negative: &str,
-    latents: Option<&Path>,
-    start_step: Option<usize>,
-    seed: u64,
-    out: &Path,
-    save_latents: Option<&Path>,
-) -> Result<()> {
-    let started = Instant::now();
+pub fn sample(a: &SampleArgs) -> Result<()> {
+    let (common, started) = (&a.common, Instant::now());
+    check_targets(&targets(
+        &[("--out", &a.out)],
+        &[("--save-latents", a.save_latents.as_deref())],
+    ))?;
     let bars = Bars::new(common.quiet);
     let pipeline = load(common)?;
-    let (start, k) = match latents {
+    let (start, k) = match &a.latents {
         Some(path) => {
-            let trajectory = Trajectory::load(path, &pipeline.device)?;
-            let k = start_step.unwrap_or(0);
+            let trajectory = Trajectory::load(path, pipeline.device())?;
+            let k = a.start_step.unwrap_or(0);
             if common.size.is_some() {
                 log::warn!("--size is ignored with --latents: the size comes from the trajectory");
             }
-            (pipeline.start_latents(&trajectory, common.steps, k)?, k)
+            let start = inversion::start_latents(&pipeline, &trajectory, common.steps, k);
+            (start.map_err(flagged)?, k)
         }
-        None => (pipeline.noise_latents(seed, size(common, &pipeline)?), 0),
+        None => (pipeline.noise_latents(a.seed, size(common, &pipeline)?), 0),
     };
     let guidance = common.guidance.unwrap_or(inversion::DEFAULT_GUIDANCE);
-    let cond = pipeline.conditioning(prompt, negative, guidance)?;
-    let result = pipeline.sample(start, &cond, common.steps, k, &bars)?;
-    let image = tensor_to_image(pipeline.decode_with_progress(result.clone(), &bars)?)?;
-    let mut outputs = vec![(out, png_bytes(&image)?)];
-    if let Some(p) = save_latents {
-        outputs.push((
-            p,
-            latents_bytes(&result, &metadata(common, prompt, guidance))?,
-        ));
+    let cond = pipeline.conditioning(&a.prompt, &a.negative_prompt, guidance)?;
+    let result =
+        inversion::sample(&pipeline, start, &cond, common.steps, k, &bars).map_err(flagged)?;
+    let image = tensor_to_image(pipeline.decode(result.clone(), &bars)?)?;
+    let mut outputs = vec![Output {
+        flag: "--out",
+        path: &a.out,
+        bytes: png_bytes(&image)?,
+    }];
+    if let Some(path) = &a.save_latents {
+        let bytes = latents_bytes(&result, &metadata(common, &a.prompt, guidance))?;
+        outputs.push(Output {
+            flag: "--save-latents",
+            path,
+            bytes,
+        });
     }
-    let paths: Vec<&Path> = outputs.iter().map(|(p, _)| *p).collect();
-    write_all(outputs)?;
-    report(common, &bars, started, &paths);
-    Ok(())
+    finish(common, &bars, started, outputs)
 }
 
-pub struct EditArgs<'a> {
-    pub image: &'a str,
-    pub prompt: &'a str,
-    pub edit_prompt: &'a str,
-    pub negative_prompt: &'a str,
-    pub start_step: Option<usize>,
-    pub inversion_guidance: f64,
-    pub out: &'a Path,
-    pub save_latents: Option<&'a Path>,
-    pub save_trajectory: Option<&'a Path>,
-}
-
-pub fn edit(common: &Common, a: EditArgs<'_>) -> Result<()> {
-    let started = Instant::now();
+pub fn edit(a: &EditArgs) -> Result<()> {
+    let (common, started) = (&a.common, Instant::now());
     let start_step = a
         .start_step
         .unwrap_or_else(|| inversion::default_start_step(common.steps));
-    inversion::check_start(common.steps, start_step)?;
+    inversion::check_start(common.steps, start_step).map_err(flagged)?;
+    check_targets(&targets(
+        &[("--out", &a.out)],
+        &[
+            ("--save-latents", a.save_latents.as_deref()),
+            ("--save-trajectory", a.save_trajectory.as_deref()),
+        ],
+    ))?;
     let bars = Bars::new(common.quiet);
-    let img = read_image(a.image)?;
+    let img = read_image(&a.image)?;
     let pipeline = load(common)?;
     let size = size(common, &pipeline)?;
     let options = EditOptions {
@@ -201,28 +205,32 @@ pub fn edit(common: &Common, a: EditArgs<'_>) -> Result<()> {
         start_step,
         guidance: common.guidance.unwrap_or(inversion::DEFAULT_GUIDANCE),
         inversion_guidance: a.inversion_guidance,
-        negative_prompt: a.negative_prompt.to_string(),
+        negative_prompt: a.negative_prompt.clone(),
     };
-    let x = image_to_tensor(&img, size, &pipeline.device);
-    let result = pipeline.edit(x, a.prompt, a.edit_prompt, &options, &bars)?;
-    let image = tensor_to_image(result.image)?;
-    let mut outputs = vec![(a.out, png_bytes(&image)?)];
-    if let Some(p) = a.save_latents {
-        outputs.push((
-            p,
-            latents_bytes(
-                &result.latents,
-                &metadata(common, a.edit_prompt, options.guidance),
-            )?,
-        ));
+    let x = image_to_tensor(&img, size, pipeline.device());
+    let result = inversion::edit(&pipeline, x, &a.prompt, &a.edit_prompt, &options, &bars)
+        .map_err(flagged)?;
+    let mut outputs = vec![Output {
+        flag: "--out",
+        path: &a.out,
+        bytes: png_bytes(&tensor_to_image(result.image)?)?,
+    }];
+    if let Some(path) = &a.save_latents {
+        let meta = metadata(common, &a.edit_prompt, options.guidance);
+        outputs.push(Output {
+            flag: "--save-latents",
+            path,
+            bytes: latents_bytes(&result.latents, &meta)?,
+        });
     }
-    if let Some(p) = a.save_trajectory {
+    if let Some(path) = &a.save_trajectory {
         let mut t = result.trajectory;
-        t.metadata = metadata(common, a.prompt, options.inversion_guidance);
-        outputs.push((p, t.to_bytes()?));
+        t.metadata = metadata(common, &a.prompt, options.inversion_guidance);
+        outputs.push(Output {
+            flag: "--save-trajectory",
+            path,
+            bytes: t.to_bytes()?,
+        });
     }
-    let paths: Vec<&Path> = outputs.iter().map(|(p, _)| *p).collect();
-    write_all(outputs)?;
-    report(common, &bars, started, &paths);
-    Ok(())
+    finish(common, &bars, started, outputs)
 }

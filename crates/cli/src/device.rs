@@ -35,7 +35,7 @@ pub fn select(name: &str) -> Result<Device> {
             BUILT_IN.join(", ")
         ),
     };
-    if let Err(e) = inversion::sd_models::device::probe(&device) {
+    if let Err(e) = sd_models::device::probe(&device) {
         bail!("--device {name}: the backend cannot run on this machine: {e}");
     }
     Ok(device)

@@ -142,7 +142,7 @@ fn edit_writes_identical_pngs_for_identical_inputs() {
 }
 
 /// The trajectory file `path` as (entries, metadata).
-fn trajectory(path: &Path) -> (Vec<Vec<f32>>, std::collections::HashMap<String, String>) {
+fn trajectory(path: &Path) -> (Vec<Vec<f32>>, std::collections::BTreeMap<String, String>) {
     let t = inversion::Trajectory::load(path, &burn::tensor::Device::flex()).unwrap();
     let entries = (0..t.len())
         .map(|i| t.entry(i).into_data().try_to_vec::<f32>().unwrap())
@@ -454,4 +454,78 @@ fn toy_model_edits_the_readme_example() {
     // guidance 3.5, the defaults before).
     assert!(psnr > 24.0, "PSNR outside the shape {psnr:.2} dB");
     assert!(iou > 0.81, "mask IoU {iou:.3}");
+}
+
+/// Outputs are checked before any compute and written all or none: a second output that cannot be
+/// written leaves the first output's old content in place, two flags naming one file are refused,
+/// and a missing output folder is named before the model is loaded.
+#[test]
+fn outputs_are_checked_first_and_an_old_file_is_never_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let existing = dir.path().join("existing.png");
+    std::fs::write(&existing, b"the user's old picture").unwrap();
+    let missing = dir.path().join("missing-dir/x.safetensors");
+    let o = run_tiny_edit(
+        &existing.display().to_string(),
+        &["-q", "--save-latents", &missing.display().to_string()],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--save-latents") && stderr(&o).contains("does not exist"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read(&existing).unwrap(),
+        b"the user's old picture",
+        "the old --out file was lost"
+    );
+
+    let same = dir.path().join("x.png");
+    let dotted = format!("{}/./x.png", dir.path().display());
+    let o = run_tiny_edit(
+        &same.display().to_string(),
+        &["-q", "--save-latents", &dotted],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--out and --save-latents both name"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!same.exists());
+    // Nothing but the user's file: no staged temporaries left.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("existing.png")]);
+}
+
+/// The safetensors files of two identical runs are byte-identical (metadata written in sorted
+/// order, not hash order).
+#[test]
+fn latents_and_trajectory_files_are_byte_identical_across_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for i in 0..2 {
+        let p = |name: &str| dir.path().join(format!("{name}{i}")).display().to_string();
+        let o = run_tiny_edit(
+            &p("out.png"),
+            &[
+                "-q",
+                "--save-latents",
+                &p("lat.safetensors"),
+                "--save-trajectory",
+                &p("traj.safetensors"),
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        files.push((
+            std::fs::read(p("lat.safetensors")).unwrap(),
+            std::fs::read(p("traj.safetensors")).unwrap(),
+        ));
+    }
+    assert!(files[0].0 == files[1].0, "--save-latents files differ");
+    assert!(files[0].1 == files[1].1, "--save-trajectory files differ");
 }

@@ -1,4 +1,5 @@
-//! The error type of the pipelines.
+//! The error type of the pipelines. Messages speak of the pipeline's own terms (steps, start
+//! step, guidance); the command line maps the argument errors to its flag names.
 
 use std::path::PathBuf;
 
@@ -11,6 +12,13 @@ pub enum InversionError {
     /// The model folder lacks a component or its `model_index.json` is unusable.
     #[error("model folder {dir:?}: {message}")]
     ModelDir { dir: PathBuf, message: String },
+    /// Two components of a model folder do not fit together.
+    #[error("{first:?} and {second:?} do not fit together: {message}")]
+    Components {
+        first: PathBuf,
+        second: PathBuf,
+        message: String,
+    },
     /// An input image could not be read or decoded.
     #[error("cannot read image {origin}: {message}")]
     Image { origin: String, message: String },
@@ -24,9 +32,24 @@ pub enum InversionError {
         multiple: usize,
         suggestions: String,
     },
-    /// Invalid combination of steps and start step, or other bad argument.
-    #[error("{0}")]
-    Argument(String),
+    /// A schedule of zero steps.
+    #[error("the number of steps must be at least 1")]
+    NoSteps,
+    /// A start step outside the schedule.
+    #[error(
+        "start step {start} must be smaller than the number of steps {steps} (steps 0..{} exist)",
+        steps.saturating_sub(1)
+    )]
+    StartStep { start: usize, steps: usize },
+    /// A guidance scale that is NaN or infinite.
+    #[error("guidance {value} is not a finite number")]
+    Guidance { value: f64 },
+    /// A trajectory made with another number of steps.
+    #[error("the trajectory was made with {found} steps, not {steps}")]
+    TrajectorySteps { found: usize, steps: usize },
+    /// A trajectory that does not fit the requested sampling otherwise.
+    #[error("the trajectory {message}")]
+    TrajectoryMismatch { message: String },
     /// A trajectory file is unusable.
     #[error("trajectory {path:?}: {message}")]
     Trajectory { path: PathBuf, message: String },
@@ -35,12 +58,9 @@ pub enum InversionError {
         "{stage} produced non-finite values (NaN/inf); with f16/bf16 try f32 (this is the usual cause of black images)"
     )]
     NonFinite { stage: &'static str },
-    #[error("cannot write {path:?}: {source}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// Tensor data could not be read back from the device or serialised.
+    #[error("cannot serialise {what}: {message}")]
+    Serialize { what: &'static str, message: String },
 }
 
 pub type Result<T, E = InversionError> = std::result::Result<T, E>;

@@ -1,25 +1,31 @@
 //! Editing real images with Stable Diffusion by DDIM inversion.
 //!
-//! `Pipeline::load` reads a diffusers folder; `edit` = encode → `invert` with the prompt that
-//! describes the image → `sample` from an intermediate step with the edited prompt → decode.
+//! [`Pipeline::load`] reads a diffusers folder and holds its models; its methods are the
+//! primitives (prompt conditioning, one guided UNet evaluation, encode, decode). The algorithms are
+//! free functions over `&Pipeline`, one module each in [`algorithms`]: [`edit`] = encode →
+//! [`invert`] with the prompt that describes the image → [`sample`] from an intermediate step with
+//! the edited prompt → decode. Progress goes to a [`Progress`] observer; the library never prints
+//! nor writes files (callers write [`Trajectory::to_bytes`] and the images).
 //! DDIM: Song et al., arXiv 2010.02502; Stable Diffusion: Rombach et al., arXiv 2112.10752.
 //! The scheduler hands out f64 coefficients (crate `ddim`); this crate applies them to tensors.
 
 pub mod algorithms;
+mod checks;
 pub mod error;
 pub mod hub;
-pub mod io;
+pub mod image;
+pub mod noise;
 pub mod pipeline;
 pub mod progress;
 pub mod trajectory;
 
-pub use algorithms::{
-    DEFAULT_GUIDANCE, DEFAULT_INVERSION_GUIDANCE, EditOptions, EditOutput, apply_step, check_start,
-    default_start_step,
+pub use algorithms::edit::{
+    DEFAULT_GUIDANCE, DEFAULT_INVERSION_GUIDANCE, EditOptions, EditOutput, default_start_step, edit,
 };
+pub use algorithms::invert::{invert, start_latents};
+pub use algorithms::sample::sample;
+pub use algorithms::{apply_step, check_start};
 pub use error::{InversionError, Result};
-pub use pipeline::{Conditioning, LoadOptions, Pipeline};
+pub use pipeline::{Conditioning, LoadOptions, Parts, Pipeline};
 pub use progress::{NoProgress, Phase, Progress};
-/// The model crate, for callers that need its device probe or model types directly.
-pub use sd_models;
 pub use trajectory::{Trajectory, latents_bytes};

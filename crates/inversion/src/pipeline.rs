@@ -1,5 +1,6 @@
-//! `Pipeline`: the loaded models of one diffusers folder, and the steps every algorithm is made of
-//! (encode an image, embed prompts, one guided UNet evaluation, decode).
+//! `Pipeline`: the loaded models of one Stable Diffusion folder, and the primitives every
+//! algorithm is made of — embed prompts, one guided UNet evaluation, encode and decode.
+//! The algorithms themselves are free functions over `&Pipeline` in [`crate::algorithms`].
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +11,7 @@ use sd_models::unet::{UNet2DConditionModel, UNetConfig};
 use sd_models::vae::{AutoencoderKL, VaeConfig};
 
 use crate::error::{InversionError, Result};
+use crate::progress::{Phase, Progress};
 
 /// How to load a model folder.
 #[derive(Debug, Clone)]
@@ -46,8 +48,10 @@ impl Conditioning {
     }
 }
 
-/// The models and schedule of a Stable Diffusion folder.
-pub struct Pipeline {
+/// The components a pipeline is built from: what [`Pipeline::load`] reads from a folder, or
+/// models built in code (random-weight presets for benchmarks).
+pub struct Parts {
+    /// The folder the components came from (names them in errors).
     pub dir: PathBuf,
     pub tokenizer: ClipTokenizer,
     pub text_encoder: ClipTextModel,
@@ -57,49 +61,42 @@ pub struct Pipeline {
     pub vae_config: VaeConfig,
     pub schedule: DdimSchedule,
     pub device: Device,
+    /// Compute dtype of the text encoder and UNet.
     pub dtype: DType,
+}
+
+/// The models and schedule of a Stable Diffusion folder.
+pub struct Pipeline {
+    dir: PathBuf,
+    tokenizer: ClipTokenizer,
+    text_encoder: ClipTextModel,
+    unet: UNet2DConditionModel,
+    unet_config: UNetConfig,
+    vae: AutoencoderKL,
+    vae_config: VaeConfig,
+    schedule: DdimSchedule,
+    device: Device,
+    dtype: DType,
 }
 
 const COMPONENTS: [&str; 5] = ["scheduler", "tokenizer", "text_encoder", "unet", "vae"];
 
 impl Pipeline {
     /// Loads a diffusers-layout folder (`model_index.json`, `scheduler/`, `tokenizer/`,
-    /// `text_encoder/`, `unet/`, `vae/`).
+    /// `text_encoder/`, `unet/`, `vae/`) and checks that its components fit together.
     pub fn load(dir: &Path, options: &LoadOptions) -> Result<Self> {
-        let dir_err = |message: String| InversionError::ModelDir {
-            dir: dir.to_path_buf(),
-            message,
-        };
-        let index = dir.join("model_index.json");
-        if !index.is_file() {
-            return Err(dir_err(
-                "no model_index.json: not a diffusers pipeline folder".into(),
-            ));
-        }
-        let text = std::fs::read_to_string(&index)
-            .map_err(|e| dir_err(format!("model_index.json: {e}")))?;
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| dir_err(format!("model_index.json is not valid JSON: {e}")))?;
-        for c in COMPONENTS {
-            if json.get(c).is_none_or(|v| v.is_null()) || !dir.join(c).is_dir() {
-                return Err(dir_err(format!(
-                    "the `{c}` component is missing (expected folder {:?})",
-                    dir.join(c)
-                )));
-            }
-        }
+        check_index(dir)?;
         let variant = options.variant.as_deref();
         let device = &options.device;
         let scheduler_config =
             SchedulerConfig::from_file(dir.join("scheduler/scheduler_config.json"))?;
-        let schedule = DdimSchedule::new(scheduler_config)?;
         let tokenizer = ClipTokenizer::from_dir(&dir.join("tokenizer"))?;
         let text_encoder =
             ClipTextModel::load(&dir.join("text_encoder"), variant, options.dtype, device)?;
         let (unet, unet_config) =
             UNet2DConditionModel::load(&dir.join("unet"), variant, options.dtype, device)?;
         let (vae, vae_config) = AutoencoderKL::load(&dir.join("vae"), variant, DType::F32, device)?;
-        Ok(Self {
+        Self::from_parts(Parts {
             dir: dir.to_path_buf(),
             tokenizer,
             text_encoder,
@@ -107,10 +104,73 @@ impl Pipeline {
             unet_config,
             vae,
             vae_config,
-            schedule,
+            schedule: DdimSchedule::new(scheduler_config)?,
             device: device.clone(),
             dtype: options.dtype,
         })
+    }
+
+    /// A pipeline of components built elsewhere, after the same cross-checks as `load`.
+    pub fn from_parts(parts: Parts) -> Result<Self> {
+        crate::checks::components(&parts)?;
+        let Parts {
+            dir,
+            tokenizer,
+            text_encoder,
+            unet,
+            unet_config,
+            vae,
+            vae_config,
+            schedule,
+            device,
+            dtype,
+        } = parts;
+        Ok(Self {
+            dir,
+            tokenizer,
+            text_encoder,
+            unet,
+            unet_config,
+            vae,
+            vae_config,
+            schedule,
+            device,
+            dtype,
+        })
+    }
+
+    /// The folder the model was loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Compute dtype of the text encoder and UNet.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn schedule(&self) -> &DdimSchedule {
+        &self.schedule
+    }
+
+    pub fn tokenizer(&self) -> &ClipTokenizer {
+        &self.tokenizer
+    }
+
+    pub fn unet(&self) -> &UNet2DConditionModel {
+        &self.unet
+    }
+
+    pub fn unet_config(&self) -> &UNetConfig {
+        &self.unet_config
+    }
+
+    pub fn vae_config(&self) -> &VaeConfig {
+        &self.vae_config
     }
 
     /// Image pixels per latent pixel.
@@ -135,22 +195,15 @@ impl Pipeline {
         if width > 0 && height > 0 && width.is_multiple_of(m) && height.is_multiple_of(m) {
             return Ok(());
         }
-        let near = |v: usize| {
-            let lo = (v / m) * m;
-            if lo == 0 {
-                vec![m]
-            } else if lo == v {
-                vec![v]
-            } else {
-                vec![lo, lo + m]
-            }
+        let near = |v: usize| match (v / m) * m {
+            0 => vec![m],
+            lo if lo == v => vec![v],
+            lo => vec![lo, lo + m],
         };
-        let mut suggestions = Vec::new();
-        for w in near(width) {
-            for h in near(height) {
-                suggestions.push(format!("{w}x{h}"));
-            }
-        }
+        let suggestions: Vec<String> = near(width)
+            .into_iter()
+            .flat_map(|w| near(height).into_iter().map(move |h| format!("{w}x{h}")))
+            .collect();
         Err(InversionError::Size {
             width,
             height,
@@ -163,7 +216,7 @@ impl Pipeline {
     pub fn text_states(&self, prompt: &str) -> Result<Tensor<3>> {
         let tokens = self.tokenizer.encode(prompt)?;
         let n = tokens.ids.len();
-        let ids: Vec<i64> = tokens.ids.iter().map(|&i| i as i64).collect();
+        let ids: Vec<i64> = tokens.ids.iter().map(|&i| i64::from(i)).collect();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &self.device);
         Ok(self.text_encoder.forward(ids)?)
     }
@@ -176,9 +229,7 @@ impl Pipeline {
         guidance: f64,
     ) -> Result<Conditioning> {
         if !guidance.is_finite() {
-            return Err(InversionError::Argument(format!(
-                "guidance {guidance} is not a finite number"
-            )));
+            return Err(InversionError::Guidance { value: guidance });
         }
         let cond = self.text_states(prompt)?;
         let context = if guidance == 1.0 {
@@ -217,23 +268,32 @@ impl Pipeline {
         Ok(uncond.clone() + (cond_out - uncond) * cond.guidance)
     }
 
-    /// Latents of an image `[1, 3, H, W]` in [-1, 1]: the posterior mean times `scaling_factor`.
-    pub fn encode(&self, image: Tensor<4>) -> Result<Tensor<4>> {
-        let posterior = self.vae.encode(image)?;
-        let mut x = posterior.mean;
+    /// Latents of an image `[1, 3, H, W]` in [-1, 1]: the posterior mean (minus `shift_factor`)
+    /// times `scaling_factor`, as one `Encode` phase.
+    pub fn encode(&self, image: Tensor<4>, progress: &dyn Progress) -> Result<Tensor<4>> {
+        progress.start(Phase::Encode, 1);
+        let mut x = self.vae.encode(image)?.mean;
         if let Some(shift) = self.vae_config.shift_factor {
             x = x - shift;
         }
-        Ok(x * self.vae_config.scaling_factor)
+        let x = x * self.vae_config.scaling_factor;
+        progress.finish(Phase::Encode);
+        check_finite(&x, "VAE encode")?;
+        Ok(x)
     }
 
-    /// Image `[1, 3, H, W]` of latents (divided by `scaling_factor` first).
-    pub fn decode(&self, latents: Tensor<4>) -> Result<Tensor<4>> {
+    /// Image `[1, 3, H, W]` (about [-1, 1]) of latents: divided by `scaling_factor` (plus
+    /// `shift_factor`) and decoded, as one `Decode` phase.
+    pub fn decode(&self, latents: Tensor<4>, progress: &dyn Progress) -> Result<Tensor<4>> {
+        progress.start(Phase::Decode, 1);
         let mut x = latents / self.vae_config.scaling_factor;
         if let Some(shift) = self.vae_config.shift_factor {
             x = x + shift;
         }
-        Ok(self.vae.decode(x)?)
+        let image = self.vae.decode(x)?;
+        progress.finish(Phase::Decode);
+        check_finite(&image, "VAE decode")?;
+        Ok(image)
     }
 
     /// Gaussian starting latents for text-to-image at `size` = (width, height), from `seed`.
@@ -241,13 +301,40 @@ impl Pipeline {
         let f = self.vae_factor();
         let (h, w) = (size.1 / f, size.0 / f);
         let c = self.unet_config.in_channels;
-        let data = crate::io::gaussian(seed, c * h * w);
+        let data = crate::noise::gaussian(seed, c * h * w);
         Tensor::from_data(TensorData::new(data, [1, c, h, w]), &self.device)
     }
 }
 
+/// Checks `model_index.json` and that every component folder the pipeline reads is there.
+fn check_index(dir: &Path) -> Result<()> {
+    let dir_err = |message: String| InversionError::ModelDir {
+        dir: dir.to_path_buf(),
+        message,
+    };
+    let index = dir.join("model_index.json");
+    if !index.is_file() {
+        return Err(dir_err(
+            "no model_index.json: not a diffusers pipeline folder".into(),
+        ));
+    }
+    let text =
+        std::fs::read_to_string(&index).map_err(|e| dir_err(format!("model_index.json: {e}")))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| dir_err(format!("model_index.json is not valid JSON: {e}")))?;
+    for c in COMPONENTS {
+        if json.get(c).is_none_or(|v| v.is_null()) || !dir.join(c).is_dir() {
+            return Err(dir_err(format!(
+                "the `{c}` component is missing (expected folder {:?})",
+                dir.join(c)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Fails with [`InversionError::NonFinite`] when `x` holds NaN or ±inf.
-pub fn check_finite(x: &Tensor<4>, stage: &'static str) -> Result<()> {
+pub(crate) fn check_finite(x: &Tensor<4>, stage: &'static str) -> Result<()> {
     // A NaN or inf anywhere makes the sum of magnitudes non-finite.
     let total: f32 = x.clone().abs().sum().into_scalar::<f32>();
     if total.is_finite() {

@@ -2,17 +2,16 @@
 //!
 //! File layout: `latents` f32 `[N, C, h, w]` in ascending timestep order (entry j is the latent
 //! after inverse step j+1, at inverse timestep s_{j+1}), `timesteps` i64 `[N]`, and string metadata
-//! (`model`, `prompt`, `steps`, `guidance`).
+//! (`model`, `prompt`, `steps`, `guidance`). Files are written with sorted metadata keys, so the
+//! same run gives the same bytes.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{InversionError, Result};
-use crate::io::write_atomic;
 
 /// Latents along the inverse DDIM path.
 #[derive(Debug, Clone)]
@@ -23,7 +22,7 @@ pub struct Trajectory {
     pub timesteps: Vec<i64>,
     /// The schedule's number of steps N.
     pub steps: usize,
-    pub metadata: HashMap<String, String>,
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl Trajectory {
@@ -41,24 +40,13 @@ impl Trajectory {
         self.timesteps.is_empty()
     }
 
-    /// Writes the trajectory atomically.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        write_atomic(path, &self.to_bytes()?)
-    }
-
     /// The trajectory as safetensors bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let shape = self.latents.dims().to_vec();
-        let latents: Vec<f32> = self
-            .latents
-            .clone()
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .map_err(|e| InversionError::Argument(format!("{e:?}")))?;
+        let latents = f32_bytes(&self.latents, "the trajectory's latents")?;
         safetensors_bytes(
             &[
-                ("latents", Dtype::F32, shape, f32_bytes(&latents)),
+                ("latents", Dtype::F32, shape, latents),
                 (
                     "timesteps",
                     Dtype::I64,
@@ -115,7 +103,12 @@ impl Trajectory {
             .chunks_exact(8)
             .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
             .collect();
-        let metadata = meta.metadata().clone().unwrap_or_default();
+        let metadata: BTreeMap<String, String> = meta
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         let steps = match metadata.get("steps") {
             Some(s) => s
                 .parse()
@@ -131,39 +124,110 @@ impl Trajectory {
     }
 }
 
-pub(crate) fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-/// Serialises named tensors with string metadata.
-pub(crate) fn safetensors_bytes(
-    tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)],
-    metadata: &HashMap<String, String>,
-) -> Result<Vec<u8>> {
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .map(|(name, dtype, shape, data)| {
-            TensorView::new(*dtype, shape.clone(), data)
-                .map(|v| (name.to_string(), v))
-                .map_err(|e| InversionError::Argument(format!("tensor {name}: {e}")))
-        })
-        .collect::<Result<_>>()?;
-    let meta = (!metadata.is_empty()).then(|| metadata.clone());
-    safetensors::serialize(views, meta)
-        .map_err(|e| InversionError::Argument(format!("safetensors: {e}")))
-}
-
-/// `latents` `[1, C, h, w]` as safetensors bytes with one tensor `latents`.
-pub fn latents_bytes(latents: &Tensor<4>, metadata: &HashMap<String, String>) -> Result<Vec<u8>> {
-    let shape = latents.dims().to_vec();
-    let values: Vec<f32> = latents
+/// The little-endian bytes of an f32 tensor.
+fn f32_bytes<const D: usize>(x: &Tensor<D>, what: &'static str) -> Result<Vec<u8>> {
+    let values: Vec<f32> = x
         .clone()
         .into_data()
         .convert::<f32>()
         .try_to_vec::<f32>()
-        .map_err(|e| InversionError::Argument(format!("{e:?}")))?;
+        .map_err(|e| InversionError::Serialize {
+            what,
+            message: format!("{e:?}"),
+        })?;
+    Ok(values.iter().flat_map(|v| v.to_le_bytes()).collect())
+}
+
+/// Serialises named tensors with string metadata in the safetensors format: an 8-byte header
+/// length, the JSON header (keys sorted, padded with spaces to a multiple of 8) and the data.
+/// Written here rather than by `safetensors::serialize`, whose header lists the metadata in hash
+/// order, so that identical inputs give identical files.
+fn safetensors_bytes(
+    tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        header.insert("__metadata__".into(), serde_json::json!(metadata));
+    }
+    let mut offset = 0;
+    for (name, dtype, shape, data) in tensors {
+        let expected = shape.iter().product::<usize>() * dtype.bitsize() / 8;
+        if data.len() != expected {
+            return Err(InversionError::Serialize {
+                what: "a tensor",
+                message: format!("{name}: {} bytes for shape {shape:?}", data.len()),
+            });
+        }
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": format!("{dtype:?}"), "shape": shape,
+                               "data_offsets": [offset, offset + data.len()]}),
+        );
+        offset += data.len();
+    }
+    // The keys come in a fixed order (sorted metadata, then the tensors as given).
+    let mut json = serde_json::Value::Object(header).to_string().into_bytes();
+    json.resize(json.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + offset);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    for (_, _, _, data) in tensors {
+        out.extend_from_slice(data);
+    }
+    Ok(out)
+}
+
+/// `latents` `[1, C, h, w]` as safetensors bytes with one tensor `latents`.
+pub fn latents_bytes(latents: &Tensor<4>, metadata: &BTreeMap<String, String>) -> Result<Vec<u8>> {
+    let shape = latents.dims().to_vec();
     safetensors_bytes(
-        &[("latents", Dtype::F32, shape, f32_bytes(&values))],
+        &[(
+            "latents",
+            Dtype::F32,
+            shape,
+            f32_bytes(latents, "the latents")?,
+        )],
         metadata,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_byte_identical_for_identical_inputs_and_read_back() {
+        let device = Device::flex();
+        let values: Vec<f32> = (0..2 * 4 * 2 * 3).map(|i| i as f32 * 0.25 - 3.0).collect();
+        let latents =
+            Tensor::<4>::from_data(TensorData::new(values.clone(), [2, 4, 2, 3]), &device);
+        let metadata: BTreeMap<String, String> = (0..12)
+            .map(|i| (format!("key{i}"), format!("value {i}")))
+            .collect();
+        let t = Trajectory {
+            latents,
+            timesteps: vec![1, 21],
+            steps: 50,
+            metadata: metadata.clone(),
+        };
+        let bytes = t.to_bytes().unwrap();
+        for _ in 0..4 {
+            assert_eq!(t.to_bytes().unwrap(), bytes);
+        }
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        assert_eq!(header_len % 8, 0, "header padded to 8 bytes");
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let back: Vec<f32> = st
+            .tensor("latents")
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(back, values);
+        let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+        let read: BTreeMap<String, String> = meta.metadata().clone().unwrap().into_iter().collect();
+        assert_eq!(read, metadata);
+    }
 }

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use inversion::io::{image_to_tensor, tensor_to_image};
+use inversion::image::{image_to_tensor, tensor_to_image};
 use inversion::{EditOptions, LoadOptions, NoProgress, Pipeline};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
@@ -149,7 +149,7 @@ fn run_cases(backend: &str, device: &Device, subset: &[&str]) {
         )
         .unwrap();
         p.check_size(size.0, size.1).unwrap();
-        let sampler: Vec<i64> = p.schedule.timesteps(n).unwrap();
+        let sampler: Vec<i64> = p.schedule().timesteps(n).unwrap();
         assert_eq!(
             sampler, r["sampler_timesteps"].i64,
             "{name}: sampler timesteps"
@@ -159,17 +159,17 @@ fn run_cases(backend: &str, device: &Device, subset: &[&str]) {
             let cond = p
                 .conditioning(&s("prompt"), &s("negative_prompt"), g)
                 .unwrap();
-            let out = p
-                .sample(
-                    tensor(&r["initial_latents"], &device),
-                    &cond,
-                    n,
-                    0,
-                    &NoProgress,
-                )
-                .unwrap();
+            let out = inversion::sample(
+                &p,
+                tensor(&r["initial_latents"], &device),
+                &cond,
+                n,
+                0,
+                &NoProgress,
+            )
+            .unwrap();
             assert!(rel_err(&out, &r["generated_latents"], &format!("{name} latents")) < 2e-3);
-            let img = tensor_to_image(p.decode(out).unwrap()).unwrap();
+            let img = tensor_to_image(p.decode(out, &NoProgress).unwrap()).unwrap();
             assert!(
                 max_level_diff(&img, &r["generated_image"]) <= 3,
                 "{name}: image"
@@ -178,13 +178,15 @@ fn run_cases(backend: &str, device: &Device, subset: &[&str]) {
         }
 
         let png = image::open(fixtures().join(s("image"))).unwrap().to_rgb8();
-        let x0 = p.encode(image_to_tensor(&png, size, &device)).unwrap();
+        let x0 = p
+            .encode(image_to_tensor(&png, size, &device), &NoProgress)
+            .unwrap();
         assert!(rel_err(&x0, &r["x0"], &format!("{name} x0")) < 1e-4);
         let g_inv = case["inversion_guidance"].as_f64().unwrap();
         let inv_cond = p
             .conditioning(&s("prompt"), &s("negative_prompt"), g_inv)
             .unwrap();
-        let traj = p.invert(x0, &inv_cond, n, n, &NoProgress).unwrap();
+        let traj = inversion::invert(&p, x0, &inv_cond, n, n, &NoProgress).unwrap();
         assert_eq!(
             traj.timesteps, r["timesteps"].i64,
             "{name}: inverse timesteps"
@@ -205,15 +207,15 @@ fn run_cases(backend: &str, device: &Device, subset: &[&str]) {
             inversion_guidance: g_inv,
             negative_prompt: s("negative_prompt"),
         };
-        let edit = p
-            .edit(
-                image_to_tensor(&png, size, &device),
-                &s("prompt"),
-                &s("edit_prompt"),
-                &options,
-                &NoProgress,
-            )
-            .unwrap();
+        let edit = inversion::edit(
+            &p,
+            image_to_tensor(&png, size, &device),
+            &s("prompt"),
+            &s("edit_prompt"),
+            &options,
+            &NoProgress,
+        )
+        .unwrap();
         assert_eq!(
             edit.trajectory.len(),
             n - k,
@@ -235,9 +237,7 @@ fn run_cases(backend: &str, device: &Device, subset: &[&str]) {
         let cond = p
             .conditioning(&s("prompt"), &s("negative_prompt"), g)
             .unwrap();
-        let recon = p
-            .sample(traj.entry(n - 1 - k), &cond, n, k, &NoProgress)
-            .unwrap();
+        let recon = inversion::sample(&p, traj.entry(n - 1 - k), &cond, n, k, &NoProgress).unwrap();
         assert!(
             rel_err(
                 &recon,

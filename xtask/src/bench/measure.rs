@@ -18,7 +18,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use burn::tensor::{DType, Device, Distribution, Tensor};
 use ddim::{DdimSchedule, SchedulerConfig};
-use inversion::{EditOptions, NoProgress, Pipeline};
+use inversion::{EditOptions, NoProgress, Parts, Pipeline};
 use sd_models::clip::{ClipTextConfig, ClipTextModel, ClipTokenizer};
 use sd_models::unet::{UNet2DConditionModel, UNetConfig};
 use sd_models::vae::{AutoencoderKL, VaeConfig};
@@ -64,7 +64,7 @@ fn pipeline(
         .join("tests/fixtures/models")
         .join(tokenizer)
         .join("tokenizer");
-    let pipeline = Pipeline {
+    let pipeline = Pipeline::from_parts(Parts {
         tokenizer: ClipTokenizer::from_dir(&tokenizer_dir)
             .with_context(|| format!("reading {tokenizer_dir:?}"))?,
         text_encoder: cast(ClipTextModel::new(&text_config, device), dtype),
@@ -79,7 +79,7 @@ fn pipeline(
         device: device.clone(),
         dtype,
         dir,
-    };
+    })?;
     Ok((pipeline, text_config))
 }
 
@@ -189,8 +189,8 @@ pub fn run(o: &Options) -> anyhow::Result<Vec<Value>> {
         &device,
     );
     let warm_cond = p.conditioning("", "", 3.5)?;
-    let _ = p.guided_output(&p.encode(small)?, 1, &warm_cond)?;
-    let _ = p.decode(Tensor::<4>::zeros([1, 4, 8, 8], &device))?;
+    let _ = p.guided_output(&p.encode(small, &NoProgress)?, 1, &warm_cond)?;
+    let _ = p.decode(Tensor::<4>::zeros([1, 4, 8, 8], &device), &NoProgress)?;
     sync(&device)?;
     // A marker for profilers to attach after (see BENCHMARKS.md).
     eprintln!("bench: models ready (pid {})", std::process::id());
@@ -231,46 +231,46 @@ pub fn run(o: &Options) -> anyhow::Result<Vec<Value>> {
             }
             "vae-encode" => {
                 let run = || {
-                    p.encode(image.clone())?;
+                    p.encode(image.clone(), &NoProgress)?;
                     sync(&device)
                 };
                 (
                     1,
                     1,
-                    flops::vae_encode(&p.vae_config, s * f, s * f),
+                    flops::vae_encode(p.vae_config(), s * f, s * f),
                     time(1, iters, run)?,
                 )
             }
             "vae-decode" => {
                 let run = || {
-                    p.decode(latents.clone())?;
+                    p.decode(latents.clone(), &NoProgress)?;
                     sync(&device)
                 };
                 (
                     1,
                     1,
-                    flops::vae_decode(&p.vae_config, s, s),
+                    flops::vae_decode(p.vae_config(), s, s),
                     time(1, iters, run)?,
                 )
             }
             "unet" => {
                 let x = Tensor::<4>::random([2, 4, s, s], Distribution::Normal(0.0, 1.0), &device)
-                    .cast(p.dtype);
+                    .cast(p.dtype());
                 let dim = p
-                    .unet_config
+                    .unet_config()
                     .resolved(Path::new(&o.preset))?
                     .cross_attention_dim[0];
                 let context =
                     Tensor::<3>::random([2, 77, dim], Distribution::Normal(0.0, 1.0), &device)
-                        .cast(p.dtype);
+                        .cast(p.dtype());
                 let run = || {
-                    p.unet.forward(x.clone(), &[500.0], context.clone())?;
+                    p.unet().forward(x.clone(), &[500.0], context.clone())?;
                     sync(&device)
                 };
                 (
                     1,
                     2,
-                    flops::unet(&p.unet_config, 2, s, s, 77),
+                    flops::unet(p.unet_config(), 2, s, s, 77),
                     time(1, iters, run)?,
                 )
             }
@@ -284,7 +284,8 @@ pub fn run(o: &Options) -> anyhow::Result<Vec<Value>> {
                     negative_prompt: String::new(),
                 };
                 let run = || {
-                    p.edit(
+                    inversion::edit(
+                        &p,
                         image.clone(),
                         "a puppy on the grass",
                         "a cat on the grass",
@@ -296,10 +297,10 @@ pub fn run(o: &Options) -> anyhow::Result<Vec<Value>> {
                 let evals = 2 * (n - k);
                 extra = json!({"steps": n, "start_step": k, "guidance": 3.5, "unet_evals": evals,
                                "tutorial_unet_evals": 2 * n - 2 - k});
-                let flop = flops::vae_encode(&p.vae_config, s * f, s * f)
-                    + flops::vae_decode(&p.vae_config, s, s)
+                let flop = flops::vae_encode(p.vae_config(), s * f, s * f)
+                    + flops::vae_decode(p.vae_config(), s, s)
                     + 4 * text_flop
-                    + evals as u64 * flops::unet(&p.unet_config, 2, s, s, 77);
+                    + evals as u64 * flops::unet(p.unet_config(), 2, s, s, 77);
                 (0, 1, flop, time(0, iters, run)?)
             }
             other => bail!("unknown component {other:?}"),

@@ -1,0 +1,164 @@
+//! The command line: one clap `Args` struct per subcommand, handed as is to its command.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ddim-edit", version, about = "Edit photos with Stable Diffusion by DDIM inversion", long_about = None, args_override_self = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Invert an image: write the DDIM trajectory of latents that regenerate it.
+    Invert(InvertArgs),
+    /// Sample an image: from a trajectory entry (--latents, --start-step) or from seeded noise.
+    Sample(SampleArgs),
+    /// Edit an image: invert with --prompt, then sample from --start-step with --edit-prompt.
+    Edit(EditArgs),
+}
+
+impl Command {
+    pub fn common(&self) -> &Common {
+        match self {
+            Command::Invert(a) => &a.common,
+            Command::Sample(a) => &a.common,
+            Command::Edit(a) => &a.common,
+        }
+    }
+}
+
+/// Flags every subcommand takes.
+#[derive(Args, Clone)]
+pub struct Common {
+    /// A diffusers-layout folder, a Hugging Face repo id in the local cache, or a name from weights.toml.
+    #[arg(long, default_value = crate::model::DEFAULT_MODEL)]
+    pub model: String,
+    #[arg(long, default_value = "cpu", help = crate::device::HELP)]
+    pub device: String,
+    /// Compute precision of the text encoder and UNet: f32, f16 or bf16 (the VAE always runs in
+    /// f32, since SD VAEs overflow in f16).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
+    pub dtype: String,
+    /// Weight files to read: e.g. `fp16` for `*.fp16.safetensors` (default: the plain files, or the
+    /// only variant present).
+    #[arg(long)]
+    pub variant: Option<String>,
+    /// Number of DDIM steps N.
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Classifier-free guidance scale (1 disables the unconditional branch). Default: 3.5 for
+    /// sampling; for `invert` it is the inversion's guidance, default 1.
+    #[arg(long, value_parser = parse_guidance)]
+    pub guidance: Option<f64>,
+    /// Image size WxH (default: the model's native size; --image inputs are resized to it).
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<(usize, usize)>,
+    /// No progress bars or summary.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// More log output (-v, -vv).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Args)]
+pub struct InvertArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Input image: a path (PNG, JPEG, WebP) or an http(s) URL.
+    #[arg(long)]
+    pub image: String,
+    /// A prompt describing the image.
+    #[arg(long)]
+    pub prompt: String,
+    /// Trajectory file to write (safetensors: `latents` [N, C, h, w], `timesteps` [N]).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct SampleArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The prompt describing the image to sample.
+    #[arg(long)]
+    pub prompt: String,
+    /// What the image should not look like (the unconditional branch of guidance).
+    #[arg(long, default_value = "")]
+    pub negative_prompt: String,
+    /// Trajectory written by `invert` or `edit --save-trajectory`.
+    #[arg(long, requires = "start_step")]
+    pub latents: Option<PathBuf>,
+    /// Sampler step to start from (with --latents).
+    #[arg(long, requires = "latents")]
+    pub start_step: Option<usize>,
+    /// Seed of the starting noise (without --latents).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output PNG.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write the final latents (safetensors, `latents` [1, C, h, w]).
+    #[arg(long)]
+    pub save_latents: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct EditArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Input image: a path (PNG, JPEG, WebP) or an http(s) URL.
+    #[arg(long)]
+    pub image: String,
+    /// A prompt describing the input image.
+    #[arg(long)]
+    pub prompt: String,
+    /// The prompt describing the wanted result.
+    #[arg(long)]
+    pub edit_prompt: String,
+    /// What the result should not look like (the unconditional branch of guidance).
+    #[arg(long, default_value = "")]
+    pub negative_prompt: String,
+    /// How many sampler steps to skip: higher keeps more of the input (0 = full regeneration).
+    /// Default: 30 % of --steps (15 of 50), as the course notebook's edit().
+    #[arg(long)]
+    pub start_step: Option<usize>,
+    /// Guidance of the inversion. 1 (unguided) keeps the layout best; 3.5 with --guidance 3.5
+    /// is the course notebook's edit.
+    #[arg(long, default_value_t = inversion::DEFAULT_INVERSION_GUIDANCE, value_parser = parse_guidance)]
+    pub inversion_guidance: f64,
+    /// Output PNG.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write the final latents (safetensors, `latents` [1, C, h, w]).
+    #[arg(long)]
+    pub save_latents: Option<PathBuf>,
+    /// Also write the inverse trajectory that the edit computed (for `sample --latents`).
+    #[arg(long)]
+    pub save_trajectory: Option<PathBuf>,
+}
+
+/// `--size 512x768` → (512, 768).
+pub fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("expected WIDTHxHEIGHT (e.g. 512x512), got {s:?}"))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("{v:?} in --size {s:?} is not a whole number"))
+    };
+    Ok((parse(w)?, parse(h)?))
+}
+
+/// A guidance scale: a finite number.
+fn parse_guidance(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(g) if g.is_finite() => Ok(g),
+        _ => Err(format!("expected a finite number, got {s:?}")),
+    }
+}

@@ -1,0 +1,96 @@
+//! Cross-checks between the components of one pipeline, run at load: each component is valid on
+//! its own (its loader checked that), but a tokenizer from one model and a text encoder from
+//! another, say, would fail deep inside a tensor op. Each error names both files.
+
+use std::path::Path;
+
+use crate::error::{InversionError, Result};
+use crate::pipeline::Parts;
+
+/// Checks that the tokenizer, text encoder, UNet and VAE of `parts` fit together.
+pub(crate) fn components(parts: &Parts) -> Result<()> {
+    let dir = &parts.dir;
+    let mismatch = |first: &str, second: &str, message: String| InversionError::Components {
+        first: dir.join(first),
+        second: dir.join(second),
+        message,
+    };
+    let [vocab, hidden] = parts.text_encoder.embeddings.token_embedding.weight.dims();
+    let max_id = max_id(&parts.tokenizer);
+    if max_id >= vocab {
+        return Err(mismatch(
+            "tokenizer/vocab.json",
+            "text_encoder/config.json",
+            format!(
+                "the tokenizer emits token ids up to {max_id}, but the text encoder's vocab_size is {vocab}"
+            ),
+        ));
+    }
+    let positions = parts.text_encoder.max_positions();
+    if parts.tokenizer.max_length() > positions {
+        return Err(mismatch(
+            "tokenizer/tokenizer_config.json",
+            "text_encoder/config.json",
+            format!(
+                "model_max_length {} exceeds the text encoder's max_position_embeddings {positions}",
+                parts.tokenizer.max_length()
+            ),
+        ));
+    }
+    for (i, &dim) in cross_dims(&parts.unet_config).iter().enumerate() {
+        if dim != hidden {
+            return Err(mismatch(
+                "text_encoder/config.json",
+                "unet/config.json",
+                format!(
+                    "the text encoder's hidden_size is {hidden}, but block {i} of the UNet has cross_attention_dim {dim}"
+                ),
+            ));
+        }
+    }
+    let (unet_in, latent) = (
+        parts.unet_config.in_channels,
+        parts.vae_config.latent_channels,
+    );
+    if unet_in != latent {
+        return Err(mismatch(
+            "unet/config.json",
+            "vae/config.json",
+            format!(
+                "the UNet's in_channels is {unet_in}, but the VAE's latent_channels is {latent}"
+            ),
+        ));
+    }
+    check_out_channels(dir, parts)
+}
+
+/// The UNet predicts noise (or v) in latent space: as many channels out as in.
+fn check_out_channels(dir: &Path, parts: &Parts) -> Result<()> {
+    let c = &parts.unet_config;
+    if c.out_channels != c.in_channels {
+        return Err(InversionError::Components {
+            first: dir.join("unet/config.json"),
+            second: dir.join("vae/config.json"),
+            message: format!(
+                "the UNet's out_channels {} differs from its in_channels {} (the latent channels)",
+                c.out_channels, c.in_channels
+            ),
+        });
+    }
+    Ok(())
+}
+
+// MERGE: replaced by the sd-models accessors.
+fn max_id(t: &sd_models::clip::ClipTokenizer) -> usize {
+    [t.bos_id(), t.eos_id(), t.pad_id()]
+        .into_iter()
+        .max()
+        .unwrap_or(0) as usize
+}
+
+fn cross_dims(c: &sd_models::unet::UNetConfig) -> Vec<usize> {
+    match &c.cross_attention_dim {
+        sd_models::unet::PerBlock::One(v) => vec![*v],
+        sd_models::unet::PerBlock::Many(v) => v.clone(),
+    }
+}
