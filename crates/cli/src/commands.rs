@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use image::RgbImage;
-use inversion::io::{decode_image, image_to_tensor, png_bytes, tensor_to_image, write_atomic};
+use inversion::io::{decode_image, image_to_tensor, png_bytes, tensor_to_image};
 use inversion::{EditOptions, LoadOptions, Pipeline, Progress, Trajectory, latents_bytes};
+use model_source::write_atomic;
 
 use crate::Common;
 use crate::progress::Bars;
@@ -51,15 +52,11 @@ fn load(common: &Common) -> Result<Pipeline> {
     if common.steps == 0 {
         bail!("--steps must be at least 1");
     }
-    let dir = crate::model::resolve(&common.model)?;
-    let device = crate::device::select(&common.device)?;
+    let dir = model_source::resolve(&common.model)?;
+    let device = sd_models::device::select(&common.device)?;
     let start = Instant::now();
     let mut options = LoadOptions::new(device);
-    options.dtype = match common.dtype.as_str() {
-        "f16" => burn::tensor::DType::F16,
-        "bf16" => burn::tensor::DType::BF16,
-        _ => burn::tensor::DType::F32,
-    };
+    options.dtype = sd_models::device::parse_dtype(&common.dtype)?;
     options.variant = common.variant.clone();
     let pipeline = Pipeline::load(&dir, &options)
         .with_context(|| format!("loading model {:?}", common.model))?;

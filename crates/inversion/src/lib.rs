@@ -7,7 +7,6 @@
 
 pub mod algorithms;
 pub mod error;
-pub mod hub;
 pub mod io;
 pub mod pipeline;
 pub mod progress;
