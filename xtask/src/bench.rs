@@ -16,27 +16,7 @@ mod flops;
 mod measure;
 mod ops;
 
-use anyhow::{Context, bail};
-
-const HELP: &str = "\
-usage: cargo xtask bench [options]
-
-  --full                 64×64 latents (512 px images) instead of 32×32 (256 px)
-  --latent N             N×N latents (overrides --full)
-  --iters N              timed iterations of every component (default: unet 3, text-encoder 5,
-                         vae 2, edit 1; one warm-up each, none for edit)
-  --component LIST       comma-separated: matmul,text-encoder,vae-encode,vae-decode,unet,edit
-                         (default: all of these), and ops (the UNet's ops one by one)
-  --preset NAME          sd-2-1-base (default) or sd-1-5
-  --device NAME          cpu (Burn flex; default), or wgpu / cuda when built with that feature
-  --dtype NAME           f32 (default), f16 or bf16: the text encoder's and UNet's compute dtype
-                         (the VAE stays f32, as in `ddim-edit --dtype`)
-  --steps N              edit: DDIM steps (default 10)
-  --start-step K         edit: start step (default 2)
-  --matmul N             size of the f32 matmul that measures the ceiling (default 2048)
-  --torch                also run tests/reference/bench_torch.py (interpreter: $PYTHON, default
-                         .venv/bin/python) and print the ours/PyTorch table on stderr
-  --dev                  measure in the current (dev) build instead of re-running in release";
+use anyhow::bail;
 
 /// The components measured by default, in the order they run.
 pub const COMPONENTS: [&str; 6] = [
@@ -51,7 +31,72 @@ pub const COMPONENTS: [&str; 6] = [
 /// Measured only when asked for: the UNet's ops one by one (see `ops.rs`).
 pub const EXTRA_COMPONENTS: [&str; 1] = ["ops"];
 
-/// Parsed `bench` arguments.
+/// `cargo xtask bench` arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// 64×64 latents (512 px images) instead of 32×32 (256 px).
+    #[arg(long)]
+    full: bool,
+    /// N×N latents (overrides --full).
+    #[arg(long, value_name = "N", value_parser = positive)]
+    latent: Option<usize>,
+    /// Timed iterations of every component (default: unet 3, text-encoder 5, vae 2, edit 1; one
+    /// warm-up each, none for edit).
+    #[arg(long, value_name = "N", value_parser = positive)]
+    iters: Option<usize>,
+    /// Comma-separated: matmul,text-encoder,vae-encode,vae-decode,unet,edit (default: all of
+    /// these), and ops (the UNet's ops one by one).
+    #[arg(long = "component", value_name = "LIST", value_delimiter = ',', value_parser = component)]
+    components: Vec<String>,
+    /// The full-size architecture, with random weights.
+    #[arg(long, value_name = "NAME", default_value = "sd-2-1-base", value_parser = ["sd-2-1-base", "sd-1-5"])]
+    preset: String,
+    #[arg(long, value_name = "NAME", default_value = "cpu", help = sd_models::device::HELP)]
+    device: String,
+    /// The text encoder's and UNet's compute dtype (the VAE stays f32, as in `ddim-edit
+    /// --dtype`).
+    #[arg(long, value_name = "NAME", default_value = "f32", value_parser = sd_models::device::DTYPES)]
+    dtype: String,
+    /// edit: DDIM steps.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = positive)]
+    steps: usize,
+    /// edit: start step (below --steps).
+    #[arg(long, value_name = "K", default_value_t = 2)]
+    start_step: usize,
+    /// Size of the f32 matmul that measures the ceiling.
+    #[arg(long, value_name = "N", default_value_t = 2048, value_parser = positive)]
+    matmul: usize,
+    /// Also run tests/reference/bench_torch.py (interpreter: $PYTHON, default .venv/bin/python)
+    /// and print the ours/PyTorch table on stderr.
+    #[arg(long)]
+    torch: bool,
+    /// Measure in the current (dev) build instead of re-running in release.
+    #[arg(long)]
+    dev: bool,
+}
+
+/// A positive integer.
+fn positive(v: &str) -> Result<usize, String> {
+    v.parse()
+        .ok()
+        .filter(|&n: &usize| n > 0)
+        .ok_or_else(|| format!("{v:?}: expected a positive integer"))
+}
+
+/// A name of [`COMPONENTS`] or [`EXTRA_COMPONENTS`].
+fn component(v: &str) -> Result<String, String> {
+    let v = v.trim();
+    if COMPONENTS.contains(&v) || EXTRA_COMPONENTS.contains(&v) {
+        return Ok(v.to_string());
+    }
+    Err(format!(
+        "unknown component {v:?}; known: {}, {}",
+        COMPONENTS.join(", "),
+        EXTRA_COMPONENTS.join(", ")
+    ))
+}
+
+/// What to measure, as the measurements read it.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub latent: usize,
@@ -67,94 +112,42 @@ pub struct Options {
     pub dev: bool,
 }
 
-impl Options {
-    /// The compute dtype of `--dtype`.
-    pub fn dtype(&self) -> burn::tensor::DType {
-        match self.dtype.as_str() {
-            "f16" => burn::tensor::DType::F16,
-            "bf16" => burn::tensor::DType::BF16,
-            _ => burn::tensor::DType::F32,
-        }
-    }
+impl TryFrom<Args> for Options {
+    type Error = anyhow::Error;
 
-    fn parse(args: &[String]) -> anyhow::Result<Option<Self>> {
-        let mut o = Options {
-            latent: 32,
-            iters: None,
-            components: COMPONENTS.iter().map(|c| c.to_string()).collect(),
-            preset: "sd-2-1-base".into(),
-            device: "cpu".into(),
-            dtype: "f32".into(),
-            steps: 10,
-            start_step: 2,
-            matmul: 2048,
-            torch: false,
-            dev: false,
-        };
-        let mut full = false;
-        let mut latent = None;
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let mut value = |name: &str| {
-                it.next()
-                    .cloned()
-                    .with_context(|| format!("{name} needs a value"))
-            };
-            let number = |name: &str, v: String| -> anyhow::Result<usize> {
-                v.parse()
-                    .ok()
-                    .filter(|&n: &usize| n > 0)
-                    .with_context(|| format!("{name} {v:?}: expected a positive integer"))
-            };
-            match arg.as_str() {
-                "-h" | "--help" => return Ok(None),
-                "--full" => full = true,
-                "--torch" => o.torch = true,
-                "--dev" => o.dev = true,
-                "--latent" => latent = Some(number(arg, value(arg)?)?),
-                "--iters" => o.iters = Some(number(arg, value(arg)?)?),
-                "--steps" => o.steps = number(arg, value(arg)?)?,
-                "--start-step" => o.start_step = value(arg)?.parse().context("--start-step")?,
-                "--matmul" => o.matmul = number(arg, value(arg)?)?,
-                "--preset" => o.preset = value(arg)?,
-                "--device" => o.device = value(arg)?,
-                "--dtype" => o.dtype = value(arg)?,
-                "--component" => {
-                    o.components = value(arg)?
-                        .split(',')
-                        .map(|c| c.trim().to_string())
-                        .filter(|c| !c.is_empty())
-                        .collect();
-                }
-                other => bail!("unknown argument {other:?}\n{HELP}"),
-            }
-        }
-        o.latent = latent.unwrap_or(if full { 64 } else { 32 });
-        if let Some(bad) = o
-            .components
-            .iter()
-            .find(|c| !COMPONENTS.contains(&c.as_str()) && !EXTRA_COMPONENTS.contains(&c.as_str()))
-        {
-            bail!(
-                "unknown component {bad:?}; known: {}, {}",
-                COMPONENTS.join(", "),
-                EXTRA_COMPONENTS.join(", ")
-            );
-        }
-        if !["f32", "f16", "bf16"].contains(&o.dtype.as_str()) {
-            bail!("unknown --dtype {:?}; known: f32, f16, bf16", o.dtype);
-        }
-        if !["sd-2-1-base", "sd-1-5"].contains(&o.preset.as_str()) {
-            bail!("unknown preset {:?}; known: sd-2-1-base, sd-1-5", o.preset);
-        }
-        if o.start_step >= o.steps {
+    fn try_from(a: Args) -> anyhow::Result<Self> {
+        if a.start_step >= a.steps {
             bail!(
                 "--start-step {} must be below --steps {}",
-                o.start_step,
-                o.steps
+                a.start_step,
+                a.steps
             );
         }
-        Ok(Some(o))
+        let components = if a.components.is_empty() {
+            COMPONENTS.iter().map(|c| c.to_string()).collect()
+        } else {
+            a.components
+        };
+        Ok(Options {
+            latent: a.latent.unwrap_or(if a.full { 64 } else { 32 }),
+            iters: a.iters,
+            components,
+            preset: a.preset,
+            device: a.device,
+            dtype: a.dtype,
+            steps: a.steps,
+            start_step: a.start_step,
+            matmul: a.matmul,
+            torch: a.torch,
+            dev: a.dev,
+        })
+    }
+}
+
+impl Options {
+    /// The compute dtype of `--dtype` (checked when parsed: f32 otherwise).
+    pub fn dtype(&self) -> burn::tensor::DType {
+        sd_models::device::parse_dtype(&self.dtype).unwrap_or(burn::tensor::DType::F32)
     }
 
     /// The number of threads both sides compute with: Burn's rayon pool is one thread per core
@@ -180,13 +173,10 @@ impl Options {
 }
 
 /// Runs `cargo xtask bench …`.
-pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let Some(options) = Options::parse(args)? else {
-        println!("{HELP}");
-        return Ok(());
-    };
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let options = Options::try_from(args)?;
     if cfg!(debug_assertions) && !options.dev {
-        return crate::rerun_in_release("bench", args);
+        return crate::rerun_in_release("bench");
     }
     if let Some(load) = measure::loadavg().filter(|&l| l > 0.5) {
         eprintln!(
@@ -199,4 +189,44 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         eprintln!("{}", compare::table(&ours, &theirs));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> anyhow::Result<Options> {
+        let cli = crate::Cli::try_parse_from(["xtask", "bench"].iter().chain(args))?;
+        match cli.task {
+            crate::Task::Bench(a) => Options::try_from(a),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_and_argument_errors() {
+        let o = parse(&[]).unwrap();
+        assert_eq!(
+            (o.latent, o.steps, o.start_step, o.matmul),
+            (32, 10, 2, 2048)
+        );
+        assert_eq!(o.components, COMPONENTS);
+        assert_eq!(o.dtype(), burn::tensor::DType::F32);
+        let o = parse(&["--full", "--component", "unet,ops", "--dtype", "bf16"]).unwrap();
+        assert_eq!(
+            (o.latent, o.components.as_slice()),
+            (64, &["unet".to_string(), "ops".into()][..])
+        );
+        assert_eq!(o.dtype(), burn::tensor::DType::BF16);
+        assert_eq!(parse(&["--full", "--latent", "16"]).unwrap().latent, 16);
+        let e = parse(&["--component", "clip"]).unwrap_err().to_string();
+        assert!(e.contains("unknown component \"clip\""), "{e}");
+        let e = parse(&["--dtype", "f8"]).unwrap_err().to_string();
+        assert!(e.contains("f8") && e.contains("bf16"), "{e}");
+        let e = parse(&["--iters", "0"]).unwrap_err().to_string();
+        assert!(e.contains("positive integer"), "{e}");
+        let e = parse(&["--steps", "2"]).unwrap_err().to_string();
+        assert!(e.contains("--start-step 2 must be below --steps 2"), "{e}");
+    }
 }

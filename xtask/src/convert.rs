@@ -1,24 +1,23 @@
-//! `cargo xtask convert --model DIR --dtype f16|bf16|f32 --out DIR2`: a copy of a diffusers
-//! folder with every `*.safetensors` weight file rewritten in another floating-point dtype — the
+//! `cargo xtask convert --model M --dtype f16|bf16|f32 --out DIR2`: a copy of a diffusers
+//! folder (`M` as `ddim-edit --model` takes it: a folder, a cached repo id or model name, `toy`) with every `*.safetensors` weight file rewritten in another floating-point dtype — the
 //! same layout and file names, so `ddim-edit --model DIR2` loads it like the original (halving
 //! the disk and load time of an f32 download with `f16`).
 //!
 //! F32, F16, BF16 and F64 tensors are cast (through f32, rounding to nearest even); every other
 //! dtype — integers such as CLIP's int64 `position_ids`, booleans, FP8 — is copied as it is, and so
 //! is the `__metadata__` header. Configs and tokenizer files are copied; pickled or other-framework
-//! weights (`.bin`, `.ckpt`, …) are left out. Each output file is written to a temporary name and
-//! renamed, so an interrupted conversion never leaves a truncated file under a real name.
+//! weights (`.bin`, `.ckpt`, …) are left out. Each output file is written atomically
+//! ([`model_source::write_atomic_with`]), so an interrupted conversion never leaves a truncated
+//! file under a real name.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use half::{bf16, f16};
+use model_source::write_atomic_with;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
-
-const USAGE: &str = "usage: cargo xtask convert --model DIR --dtype f16|bf16|f32 --out DIR2 [-q]
-DIR is a diffusers folder, or a model name / repo id in the Hugging Face cache.";
 
 /// Weight formats that are not copied (ddim-edit reads only safetensors).
 const SKIPPED: [&str; 7] = [".bin", ".ckpt", ".pt", ".pth", ".msgpack", ".h5", ".onnx"];
@@ -36,6 +35,24 @@ pub struct Summary {
     pub overflows: usize,
 }
 
+/// `cargo xtask convert` arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A diffusers folder, or a model name / repo id in the Hugging Face cache, or `toy`.
+    #[arg(long, value_name = "M")]
+    pub model: String,
+    /// The dtype of the float weights written: f16, bf16 or f32.
+    #[arg(long, value_parser = parse_dtype)]
+    pub dtype: Dtype,
+    /// The folder to write.
+    #[arg(long, value_name = "DIR2")]
+    pub out: PathBuf,
+    /// No list of the files converted on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// The storage dtype of `--dtype` (not a compute dtype: safetensors' own, as written to disk).
 /// Parses `f16`/`fp16`/`float16`, `bf16`/`bfloat16`, `f32`/`fp32`/`float32`.
 pub fn parse_dtype(s: &str) -> Result<Dtype> {
     Ok(match s.to_ascii_lowercase().as_str() {
@@ -94,10 +111,8 @@ fn walk(root: &Path, rel: &Path, out: &Path, dtype: Dtype, summary: &mut Summary
         } else if SKIPPED.iter().any(|e| name_str.ends_with(e)) {
             summary.skipped.push(rel);
         } else {
-            write_atomic(&dst, |tmp| {
-                std::fs::copy(&src, tmp).with_context(|| format!("copying {src:?}"))?;
-                Ok(())
-            })?;
+            write_atomic_with(&dst, |tmp| std::fs::copy(&src, tmp).map(|_| ()))
+                .with_context(|| format!("copying {src:?}"))?;
             summary.copied.push(rel);
         }
     }
@@ -131,9 +146,8 @@ fn convert_file(src: &Path, dst: &Path, dtype: Dtype) -> Result<usize> {
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
         .with_context(|| format!("building the tensors of {dst:?}"))?;
     let metadata: Option<HashMap<String, String>> = header.metadata().clone();
-    write_atomic(dst, |tmp| {
-        safetensors::serialize_to_file(views, metadata, tmp)
-            .with_context(|| format!("writing {tmp:?}"))
+    write_atomic_with(dst, |tmp| {
+        safetensors::serialize_to_file(views, metadata, tmp).map_err(std::io::Error::other)
     })?;
     Ok(overflows)
 }
@@ -189,65 +203,15 @@ fn cast_bytes(data: &[u8], from: Dtype, to: Dtype) -> Option<(Vec<u8>, usize)> {
     Some((out, overflows))
 }
 
-/// Writes `path` through `.{name}.tmp` beside it and a rename; the temporary is removed on error.
-fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let name = path
-        .file_name()
-        .context("output path without a file name")?;
-    let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
-    let result = write(&tmp).and_then(|()| {
-        std::fs::rename(&tmp, path).with_context(|| format!("renaming {tmp:?} to {path:?}"))
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// `--model`: a folder, else a `weights.toml` name or repo id already in the Hugging Face cache.
-fn resolve_model(model: &str) -> Result<PathBuf> {
-    let path = Path::new(model);
-    if path.is_dir() {
-        return Ok(path.to_path_buf());
-    }
-    let catalog = crate::fetch::Catalog::builtin()?;
-    let (repo, revision) = match catalog.models.get(model) {
-        Some(e) => (e.repo.clone(), e.revision.clone()),
-        None => (model.to_string(), "main".to_string()),
-    };
-    inversion::hub::hub_cache()
-        .and_then(|cache| inversion::hub::cached_snapshot(&cache, &repo, &revision))
-        .with_context(|| {
-            format!("--model {model:?} is not a folder nor a model in the Hugging Face cache")
-        })
-}
-
 /// `cargo xtask convert …` (see the module docs).
-pub fn run(args: &[String]) -> Result<()> {
-    let (mut model, mut dtype, mut out, mut quiet) = (None, None, None, false);
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |flag: &str| {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{flag} needs a value\n{USAGE}"))
-        };
-        match arg.as_str() {
-            "--model" => model = Some(value("--model")?),
-            "--dtype" => dtype = Some(parse_dtype(&value("--dtype")?)?),
-            "--out" => out = Some(PathBuf::from(value("--out")?)),
-            "-q" | "--quiet" => quiet = true,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            other => bail!("unexpected argument {other:?}\n{USAGE}"),
-        }
-    }
-    let (Some(model), Some(dtype), Some(out)) = (model, dtype, out) else {
-        bail!("--model, --dtype and --out are required\n{USAGE}");
-    };
-    let dir = resolve_model(&model)?;
+pub fn run(args: Args) -> Result<()> {
+    let Args {
+        model,
+        dtype,
+        out,
+        quiet,
+    } = args;
+    let dir = model_source::resolve(&model)?;
     let summary = convert(&dir, dtype, &out)?;
     if !quiet {
         for f in &summary.converted {

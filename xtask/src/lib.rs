@@ -1,6 +1,5 @@
-//! The library half of `cargo xtask`: the subcommands that integration tests drive directly
-//! (`fetch` against a local stand-in for the hub, `convert` on the fixture models). `main.rs`
-//! dispatches to them; `bench` and `fixtures` live in the binary only.
+//! The library half of `cargo xtask`: the subcommand that integration tests drive directly
+//! (`convert` on the fixture models). `main.rs` dispatches to it; `fetch` (a shell over the
+//! `model-source` crate), `bench`, `eval-toy` and `fixtures` live in the binary only.
 
 pub mod convert;
-pub mod fetch;

@@ -1,5 +1,5 @@
 //! `cargo xtask <task>`: developer tasks of the ddim-edit workspace. The only part of the project
-//! that touches the network (`fetch`) or Python (`fixtures`, `bench --torch`).
+//! that touches Python (`fixtures`, `bench --torch`); the network only through `model-source`.
 //!
 //! - `cargo xtask fetch …`    download models into the Hugging Face cache (see `fetch.rs`)
 //! - `cargo xtask convert …`  rewrite a diffusers folder's weights in another dtype (see `convert.rs`)
@@ -9,11 +9,14 @@
 
 mod bench;
 mod eval_toy;
+mod fetch;
 
-use xtask::{convert, fetch};
+use xtask::convert;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
+
+use clap::{Parser, Subcommand};
 
 /// The workspace root.
 pub fn project_root() -> PathBuf {
@@ -21,6 +24,32 @@ pub fn project_root() -> PathBuf {
         .parent()
         .map(PathBuf::from)
         .unwrap_or_default()
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "Developer tasks of ddim-edit"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub task: Task,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Task {
+    /// Download a model into the Hugging Face cache, where `ddim-edit --model` finds it offline.
+    Fetch(fetch::Args),
+    /// Copy a diffusers folder with its float weights in another dtype.
+    Convert(convert::Args),
+    /// Speed of the Stable Diffusion components and of an edit, optionally against PyTorch.
+    Bench(bench::Args),
+    /// Editing quality of the toy model on its held-out scenes.
+    EvalToy(eval_toy::Args),
+    /// Regenerate tests/fixtures with the pinned Python environment ($PYTHON, default
+    /// .venv/bin/python).
+    Fixtures,
 }
 
 /// Regenerates every fixture with the pinned Python environment given by `PYTHON` (default
@@ -46,9 +75,9 @@ fn fixtures() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Re-runs `cargo xtask TASK ARGS` from a release build with the same backend features: numbers
-/// need optimised code, and `cargo xtask` builds the dev profile.
-pub fn rerun_in_release(task: &str, args: &[String]) -> anyhow::Result<()> {
+/// Re-runs this `cargo xtask TASK …` command line from a release build with the same backend
+/// features: numbers need optimised code, and `cargo xtask` builds the dev profile.
+pub fn rerun_in_release(task: &str) -> anyhow::Result<()> {
     eprintln!(
         "{task}: dev build; re-running as `cargo run --release -p xtask -- {task}` (pass --dev to skip)"
     );
@@ -66,31 +95,23 @@ pub fn rerun_in_release(task: &str, args: &[String]) -> anyhow::Result<()> {
     if !features.is_empty() {
         cmd.args(["--features", &features.join(",")]);
     }
+    // The task's own arguments, as given: everything after the task name.
     let status = cmd
         .args(["--", task])
-        .args(args)
+        .args(std::env::args_os().skip(2))
         .status()
         .map_err(|e| anyhow::anyhow!("running cargo: {e}"))?;
     anyhow::ensure!(status.success(), "release {task} failed ({status})");
     Ok(())
 }
 
-const USAGE: &str =
-    "usage: cargo xtask <fetch|convert|bench|eval-toy|fixtures> [args…] (each takes --help)";
-
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let rest = args.get(1..).unwrap_or(&[]).to_vec();
-    let result = match args.first().map(String::as_str) {
-        Some("fetch") => fetch::run(&rest),
-        Some("convert") => convert::run(&rest),
-        Some("bench") => bench::run(&rest),
-        Some("eval-toy") => eval_toy::run(&rest),
-        Some("fixtures") => fixtures(),
-        _ => {
-            eprintln!("{USAGE}");
-            return ExitCode::FAILURE;
-        }
+    let result = match Cli::parse().task {
+        Task::Fetch(args) => fetch::run(args),
+        Task::Convert(args) => convert::run(args),
+        Task::Bench(args) => bench::run(args),
+        Task::EvalToy(args) => eval_toy::run(args),
+        Task::Fixtures => fixtures(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -98,5 +119,70 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_flag_has_help() {
+        Cli::command().debug_assert();
+        let cli = Cli::command();
+        for task in cli.get_subcommands() {
+            for arg in task.get_arguments() {
+                assert!(
+                    arg.get_help().is_some(),
+                    "{} --{} has no help",
+                    task.get_name(),
+                    arg.get_id()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn fetch_takes_a_name_a_repo_or_list() {
+        let fetch = |args: &[&str]| {
+            let argv = ["xtask", "fetch"].iter().chain(args);
+            match Cli::try_parse_from(argv).map(|c| c.task) {
+                Ok(Task::Fetch(a)) => Ok(a),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let a = fetch(&["sd-2-1-base", "--variant", "fp16"]).unwrap();
+        assert_eq!(
+            (a.name.as_deref(), a.variant.as_deref()),
+            (Some("sd-2-1-base"), Some("fp16"))
+        );
+        let a = fetch(&["--repo", "org/name", "--revision", "v1", "-q"]).unwrap();
+        assert_eq!(a.repo.as_deref(), Some("org/name"));
+        assert!(a.quiet && a.revision.as_deref() == Some("v1"));
+        assert!(fetch(&["--list"]).unwrap().list);
+        let e = fetch(&[]).unwrap_err();
+        assert!(e.contains("NAME"), "{e}");
+        let e = fetch(&["sd-2-1-base", "--repo", "org/name"]).unwrap_err();
+        assert!(e.contains("--repo"), "{e}");
+        let e = fetch(&["--repo", "org/name", "--bogus"]).unwrap_err();
+        assert!(e.contains("--bogus") && e.contains("Usage"), "{e}");
+    }
+
+    #[test]
+    fn convert_needs_model_dtype_and_out() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["xtask", "convert"].iter().chain(args)).map_err(|e| e.to_string())
+        };
+        let cli = parse(&["--model", "toy", "--dtype", "fp16", "--out", "x"]).unwrap();
+        let Task::Convert(a) = cli.task else {
+            panic!("not convert")
+        };
+        assert_eq!(a.dtype, safetensors::Dtype::F16);
+        let e = parse(&["--model", "toy", "--dtype", "int8", "--out", "x"]).unwrap_err();
+        assert!(e.contains("f16, bf16 or f32"), "{e}");
+        let e = parse(&["--model", "toy"]).unwrap_err();
+        assert!(e.contains("--dtype") && e.contains("--out"), "{e}");
     }
 }

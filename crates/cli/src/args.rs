@@ -35,13 +35,13 @@ impl Command {
 #[derive(Args, Clone)]
 pub struct Common {
     /// A diffusers-layout folder, a Hugging Face repo id in the local cache, or a name from weights.toml.
-    #[arg(long, default_value = crate::model::DEFAULT_MODEL)]
+    #[arg(long, default_value = model_source::DEFAULT_MODEL)]
     pub model: String,
-    #[arg(long, default_value = "cpu", help = crate::device::HELP)]
+    #[arg(long, default_value = "cpu", help = sd_models::device::HELP)]
     pub device: String,
     /// Compute precision of the text encoder and UNet: f32, f16 or bf16 (the VAE always runs in
     /// f32, since SD VAEs overflow in f16).
-    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
+    #[arg(long, default_value = "f32", value_parser = sd_models::device::DTYPES)]
     pub dtype: String,
     /// Weight files to read: e.g. `fp16` for `*.fp16.safetensors` (default: the plain files, or the
     /// only variant present).

@@ -59,15 +59,11 @@ fn load(common: &Common) -> Result<Pipeline> {
     if common.steps == 0 {
         return Err(flagged(InversionError::NoSteps));
     }
-    let dir = crate::model::resolve(&common.model)?;
-    let device = crate::device::select(&common.device)?;
+    let dir = model_source::resolve(&common.model)?;
+    let device = sd_models::device::select(&common.device)?;
     let start = Instant::now();
     let mut options = LoadOptions::new(device);
-    options.dtype = match common.dtype.as_str() {
-        "f16" => burn::tensor::DType::F16,
-        "bf16" => burn::tensor::DType::BF16,
-        _ => burn::tensor::DType::F32,
-    };
+    options.dtype = sd_models::device::parse_dtype(&common.dtype)?;
     options.variant = common.variant.clone();
     let pipeline = Pipeline::load(&dir, &options)
         .with_context(|| format!("loading model {:?}", common.model))?;

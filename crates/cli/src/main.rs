@@ -5,8 +5,6 @@
 
 mod args;
 mod commands;
-mod device;
-mod model;
 mod output;
 mod progress;
 

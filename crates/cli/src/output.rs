@@ -3,7 +3,6 @@
 //! when all are staged are they renamed into place, so a failure on the second output leaves the
 //! first output's old content untouched. Targets are checked before any compute.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -50,44 +49,19 @@ pub fn check_targets(targets: &[(&'static str, &Path)]) -> Result<()> {
     Ok(())
 }
 
-/// The temporary file an output is staged in: hidden, beside the target, named by this process.
-fn staging_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    folder(path).join(format!(".{name}.{}.tmp", std::process::id()))
-}
-
-fn stage(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::File::create(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
 /// Writes every output or none of them (see the module header).
 pub fn write_all(outputs: Vec<Output<'_>>) -> Result<()> {
-    let mut staged: Vec<(PathBuf, &Output<'_>)> = Vec::new();
-    for out in &outputs {
-        let tmp = staging_path(out.path);
-        if let Err(e) = stage(&tmp, &out.bytes) {
-            let _ = std::fs::remove_file(&tmp);
-            for (t, _) in &staged {
-                let _ = std::fs::remove_file(t);
-            }
-            return Err(e).with_context(|| format!("writing {} {:?}", out.flag, out.path));
-        }
-        staged.push((tmp, out));
-    }
-    for (i, (tmp, out)) in staged.iter().enumerate() {
-        if let Err(e) = std::fs::rename(tmp, out.path) {
-            for (t, _) in &staged[i..] {
-                let _ = std::fs::remove_file(t);
-            }
-            return Err(e).with_context(|| format!("writing {} {:?}", out.flag, out.path));
-        }
-    }
-    Ok(())
+    let files: Vec<(&Path, &[u8])> = outputs.iter().map(|o| (o.path, &o.bytes[..])).collect();
+    model_source::write_all_atomic(&files).map_err(|e| {
+        let flag = match &e {
+            model_source::Error::Write { path, .. } => outputs
+                .iter()
+                .find(|o| o.path == path.as_path())
+                .map_or("output", |o| o.flag),
+            _ => "output",
+        };
+        anyhow::Error::new(e).context(flag)
+    })
 }
 
 /// PNG bytes of an image.

@@ -12,7 +12,6 @@
 pub mod algorithms;
 mod checks;
 pub mod error;
-pub mod hub;
 pub mod image;
 pub mod noise;
 pub mod pipeline;

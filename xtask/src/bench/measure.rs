@@ -28,20 +28,6 @@ use serde_json::{Value, json};
 use super::{Options, flops};
 use crate::project_root;
 
-/// The device for `--device`.
-fn device(name: &str) -> anyhow::Result<Device> {
-    match name {
-        "cpu" | "flex" => Ok(Device::flex()),
-        #[cfg(feature = "wgpu")]
-        "wgpu" => Ok(Device::wgpu(Default::default())),
-        #[cfg(feature = "cuda")]
-        "cuda" => Ok(Device::cuda(0)),
-        other => bail!(
-            "--device {other:?} is not built in (cpu always; wgpu/cuda need `--features wgpu`/`cuda`)"
-        ),
-    }
-}
-
 /// A pipeline of random-weight models for `preset`, with the committed scheduler config and CLIP
 /// vocabulary of the fixtures.
 fn pipeline(
@@ -175,7 +161,7 @@ pub fn record(
 
 /// Runs every requested component, printing and returning one record per component.
 pub fn run(o: &Options) -> anyhow::Result<Vec<Value>> {
-    let device = device(&o.device)?;
+    let device = sd_models::device::select(&o.device)?;
     let sync = |d: &Device| d.sync().map_err(|e| anyhow::anyhow!("device error: {e:?}"));
     let (p, text_config) = pipeline(&o.preset, o.dtype(), &device)?;
     let s = o.latent;

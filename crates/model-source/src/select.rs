@@ -1,102 +1,14 @@
-//! What to fetch: the models known by name (`weights.toml`) and, for any other diffusers
-//! repository, the files its `model_index.json` components need — configs, tokenizer files and
-//! the `*.safetensors` weights (of the asked variant), never `.ckpt`/`.bin`/`.msgpack`/`.onnx`.
-//! The selection follows diffusers' `DiffusionPipeline.download` (variant file names
-//! `model.fp16.safetensors`, `model.fp16-00001-of-00002.safetensors`,
-//! `model.safetensors.index.fp16.json`).
+//! What to fetch of a diffusers repository that `weights.toml` does not list: the files its
+//! `model_index.json` components need — configs, tokenizer files and the `*.safetensors` weights
+//! (of the asked variant), never `.ckpt`/`.bin`/`.msgpack`/`.onnx`. The selection follows
+//! diffusers' `DiffusionPipeline.download` (variant file names `model.fp16.safetensors`,
+//! `model.fp16-00001-of-00002.safetensors`, `model.safetensors.index.fp16.json`).
 
-use std::collections::BTreeMap;
-
-use anyhow::{Context, Result, bail};
-use serde::Deserialize;
-
-/// `weights.toml`, compiled in like the CLI does, so both read the same catalog.
-pub const WEIGHTS_TOML: &str = include_str!("../../../weights.toml");
+use crate::error::{Error, Result};
 
 /// Components that a diffusers Stable Diffusion repo lists but ddim-edit never reads (the SD 1.x
 /// safety checker alone is 1.2 GB).
 pub const UNUSED_COMPONENTS: [&str; 3] = ["safety_checker", "feature_extractor", "image_encoder"];
-
-/// The models of `weights.toml`.
-#[derive(Debug, Deserialize)]
-pub struct Catalog {
-    #[serde(default)]
-    pub models: BTreeMap<String, Entry>,
-}
-
-/// One `[models.NAME]` table.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Entry {
-    /// Hub repository id (`org/name`).
-    pub repo: String,
-    /// Branch, tag or commit.
-    #[serde(default = "default_revision")]
-    pub revision: String,
-    /// The reduced-precision variant the repository also holds (`fp16`).
-    #[serde(default)]
-    pub variant: Option<String>,
-    /// The files the pipeline reads, with plain (f32) weight names.
-    #[serde(default)]
-    pub files: Vec<String>,
-    #[serde(default)]
-    pub description: String,
-    #[serde(default)]
-    pub license: String,
-    /// Approximate download size, for `--list`.
-    #[serde(default)]
-    pub size: Option<String>,
-}
-
-fn default_revision() -> String {
-    "main".into()
-}
-
-impl Catalog {
-    /// The compiled-in `weights.toml`.
-    pub fn builtin() -> Result<Self> {
-        Self::parse(WEIGHTS_TOML).context("parsing the built-in weights.toml")
-    }
-
-    /// A catalog in the `weights.toml` format.
-    pub fn parse(text: &str) -> Result<Self> {
-        Ok(toml::from_str(text)?)
-    }
-
-    /// The entry called `name`, or an error listing the known names.
-    pub fn get(&self, name: &str) -> Result<&Entry> {
-        self.models.get(name).with_context(|| {
-            let names: Vec<&str> = self.models.keys().map(String::as_str).collect();
-            format!(
-                "unknown model {name:?}: weights.toml knows {} (or use --repo ORG/NAME)",
-                names.join(", ")
-            )
-        })
-    }
-}
-
-impl Entry {
-    /// The files to fetch: `files`, with `x.safetensors` renamed `x.{variant}.safetensors` when
-    /// a variant is asked for. Only the variant the entry declares is accepted.
-    pub fn files_for(&self, name: &str, variant: Option<&str>) -> Result<Vec<String>> {
-        let Some(v) = variant else {
-            return Ok(self.files.clone());
-        };
-        if self.variant.as_deref() != Some(v) {
-            bail!(
-                "model {name} has no {v:?} variant in weights.toml (available: {})",
-                self.variant.as_deref().unwrap_or("none")
-            );
-        }
-        Ok(self
-            .files
-            .iter()
-            .map(|f| match f.strip_suffix(".safetensors") {
-                Some(stem) => format!("{stem}.{v}.safetensors"),
-                None => f.clone(),
-            })
-            .collect())
-    }
-}
 
 /// What a repository file is, by name.
 #[derive(Debug, PartialEq, Eq)]
@@ -136,9 +48,7 @@ fn classify(name: &str) -> Kind {
 
 /// The components of a `model_index.json`: keys whose value is `[library, class]` with a library.
 pub fn components(model_index: &serde_json::Value) -> Result<Vec<String>> {
-    let obj = model_index
-        .as_object()
-        .context("model_index.json is not a JSON object")?;
+    let obj = model_index.as_object().ok_or(Error::IndexNotAnObject)?;
     Ok(obj
         .iter()
         .filter(|(k, v)| {
@@ -173,9 +83,7 @@ pub fn select_files(
             .filter_map(|s| s.strip_prefix(&prefix).filter(|n| !n.contains('/')))
             .collect();
         if here.is_empty() {
-            bail!(
-                "model_index.json lists the component `{component}` but the repository has no {prefix} files"
-            );
+            return Err(Error::ComponentWithoutFiles { component });
         }
         let kinds: Vec<(&str, Kind)> = here.iter().map(|n| (*n, classify(n))).collect();
         let weights_of = |v: Option<&str>| -> Vec<&str> {
@@ -202,10 +110,10 @@ pub fn select_files(
                 .filter(|(_, k)| matches!(k, Kind::Weights(_)))
                 .map(|(n, _)| *n)
                 .collect();
-            bail!(
-                "{component}/ has no plain safetensors weights (found {}): pass --variant",
-                found.join(", ")
-            );
+            return Err(Error::NoPlainWeights {
+                component,
+                found: found.join(", "),
+            });
         }
         let pickled = here.iter().any(|n| {
             [".bin", ".ckpt", ".pt", ".pth", ".msgpack", ".h5", ".onnx"]
@@ -213,10 +121,10 @@ pub fn select_files(
                 .any(|e| n.ends_with(e))
         });
         if weights.is_empty() && pickled {
-            bail!(
-                "{component}/ has weights only in formats ddim-edit does not read ({}); it reads .safetensors",
-                here.join(", ")
-            );
+            return Err(Error::UnreadableWeights {
+                component,
+                files: here.join(", "),
+            });
         }
         for (name, kind) in &kinds {
             if *kind == Kind::Config || weights.contains(name) {
@@ -306,20 +214,5 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("vae/") && e.contains(".bin"), "{e}");
-    }
-
-    #[test]
-    fn builtin_catalog_names_the_default_model_and_variants() {
-        let c = Catalog::builtin().unwrap();
-        let e = c.get("sd-2-1-base").unwrap();
-        let files = e.files_for("sd-2-1-base", Some("fp16")).unwrap();
-        assert!(files.contains(&"unet/diffusion_pytorch_model.fp16.safetensors".to_string()));
-        assert!(e.files_for("sd-2-1-base", Some("bf16")).is_err());
-        assert!(
-            c.get("sd-9")
-                .unwrap_err()
-                .to_string()
-                .contains("sd-2-1-base")
-        );
     }
 }

@@ -1,7 +1,8 @@
-//! `cargo xtask fetch` against a stand-in hub on 127.0.0.1 serving the tiny SD1 fixture model
+//! The fetch engine against a stand-in hub on 127.0.0.1 serving the tiny SD1 fixture model
 //! (`hub_server`): a full fetch into the Hugging Face cache layout, a transfer cut mid-file and
 //! resumed with a Range request, a partial blob left by an earlier run, a corrupted download, a
-//! missing file, and an edit that loads the fetched model by repo id once the server is gone.
+//! missing file, the hub, token and cache read from the environment's variables, and an edit that
+//! loads the fetched model by repo id once the server is gone.
 
 mod hub_server;
 
@@ -9,15 +10,16 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use hub_server::{COMMIT, Faults, HubServer, REPO, read_tree, sha256_hex};
-use inversion::hub::{cached_snapshot, repo_folder};
-use inversion::io::{decode_image, image_to_tensor};
-use inversion::{EditOptions, LoadOptions, NoProgress, Pipeline};
-use xtask::fetch::{Catalog, Hub, Request, fetch, list};
+use inversion::image::{decode_image, image_to_tensor};
+use inversion::{EditOptions, LoadOptions, Pipeline};
+use model_source::{
+    Catalog, Hub, NoProgress, Progress, Request, cached_snapshot, fetch, list, repo_folder,
+};
 
 const UNET: &str = "unet/diffusion_pytorch_model.safetensors";
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
 
 fn model_dir() -> PathBuf {
@@ -29,17 +31,11 @@ fn hub(server: &HubServer, cache: &Path) -> Hub {
         endpoint: server.endpoint.clone(),
         cache: cache.to_path_buf(),
         token: None,
-        quiet: true,
     }
 }
 
 fn by_repo() -> Request {
-    Request {
-        repo: REPO.into(),
-        revision: "main".into(),
-        variant: None,
-        files: None,
-    }
+    Request::repo(REPO)
 }
 
 /// Every fixture file is in the snapshot, as a relative symlink to a blob with the same bytes,
@@ -83,7 +79,7 @@ fn assert_cached_at(cache: &Path, revision: &str) -> PathBuf {
 
 /// The error of a fetch that must fail, with its causes, as the CLI prints it.
 fn fetch_err(hub: &Hub, request: &Request) -> String {
-    let err = format!("{:#}", fetch(hub, request).unwrap_err());
+    let err = format!("{:#}", fetch(hub, request, &NoProgress).unwrap_err());
     eprintln!("fetch error: {err}");
     err
 }
@@ -100,11 +96,11 @@ fn gets_of(server: &HubServer, file: &str) -> Vec<String> {
 fn full_fetch_fills_the_hf_cache_and_a_second_fetch_downloads_nothing() {
     let server = HubServer::start(read_tree(&model_dir()), Faults::default());
     let cache = tempfile::tempdir().unwrap();
-    let snapshot = fetch(&hub(&server, cache.path()), &by_repo()).unwrap();
+    let snapshot = fetch(&hub(&server, cache.path()), &by_repo(), &NoProgress).unwrap();
     assert_eq!(snapshot, assert_cached(cache.path()));
 
     let before = server.log().len();
-    fetch(&hub(&server, cache.path()), &by_repo()).unwrap();
+    fetch(&hub(&server, cache.path()), &by_repo(), &NoProgress).unwrap();
     let again: Vec<String> = server.log()[before..].to_vec();
     assert!(
         again.iter().all(|l| l.contains("/api/models/")),
@@ -135,6 +131,7 @@ fn a_named_model_pinned_to_a_commit_fetches_its_listed_files_and_shows_as_cached
     fetch(
         &hub(&server, cache.path()),
         &Request::named(&catalog, "tiny", None).unwrap(),
+        &NoProgress,
     )
     .unwrap();
     assert_cached_at(cache.path(), COMMIT);
@@ -161,7 +158,7 @@ fn a_transfer_cut_mid_file_is_resumed_with_a_range_request() {
     };
     let server = HubServer::start(read_tree(&model_dir()), faults);
     let cache = tempfile::tempdir().unwrap();
-    fetch(&hub(&server, cache.path()), &by_repo()).unwrap();
+    fetch(&hub(&server, cache.path()), &by_repo(), &NoProgress).unwrap();
     assert_cached(cache.path());
     assert_eq!(
         gets_of(&server, UNET),
@@ -187,7 +184,7 @@ fn a_partial_blob_left_by_an_earlier_run_is_continued() {
     .unwrap();
 
     let server = HubServer::start(read_tree(&model_dir()), Faults::default());
-    fetch(&hub(&server, cache.path()), &by_repo()).unwrap();
+    fetch(&hub(&server, cache.path()), &by_repo(), &NoProgress).unwrap();
     assert_cached(cache.path());
     assert_eq!(
         gets_of(&server, UNET),
@@ -252,45 +249,64 @@ fn a_missing_file_is_an_error_naming_it() {
     assert!(err.contains("v9") && err.contains(REPO), "{err}");
 }
 
+/// The notes a fetch reports.
+#[derive(Default)]
+struct Notes(std::sync::Mutex<Vec<String>>);
+
+impl Progress for Notes {
+    fn note(&self, text: &str) {
+        self.0.lock().unwrap().push(text.to_string());
+    }
+}
+
 #[test]
-fn the_command_line_reads_hf_endpoint_token_and_cache_from_the_environment() {
+fn the_hub_endpoint_token_and_cache_come_from_the_environment_variables() {
     let server = HubServer::start(read_tree(&model_dir()), Faults::default());
     let cache = tempfile::tempdir().unwrap();
-    let xtask = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(args)
-            .env("HF_ENDPOINT", &server.endpoint)
-            .env("HF_HUB_CACHE", cache.path())
-            .env("HF_TOKEN", "hf_test_token")
-            .env_remove("HF_HUB_DISABLE_IMPLICIT_TOKEN")
-            .output()
-            .unwrap();
-        let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
-        (out.status.success(), text(out.stdout), text(out.stderr))
+    let vars = [
+        ("HF_ENDPOINT", format!("{}/", server.endpoint)),
+        ("HF_HUB_CACHE", cache.path().display().to_string()),
+        ("HF_HOME", "/nonexistent-hf-home".to_string()),
+        ("HF_TOKEN", "hf_test_token".to_string()),
+    ];
+    let var = |k: &str| {
+        vars.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| std::ffi::OsString::from(v))
     };
-    let (ok, stdout, stderr) = xtask(&["fetch", "--repo", REPO]);
-    assert!(ok, "{stderr}");
-    eprintln!("{stderr}");
-    assert!(stderr.contains("12 files, 12 downloaded"), "{stderr}");
-    assert_eq!(stdout.trim(), assert_cached(cache.path()).to_str().unwrap());
+    let hub = Hub::from_vars(var).unwrap();
+    assert_eq!(hub.endpoint, server.endpoint, "no trailing slash");
+    let notes = Notes::default();
+    let snapshot = fetch(&hub, &by_repo(), &notes).unwrap();
+    let notes = notes.0.into_inner().unwrap();
+    eprintln!("{notes:?}");
+    assert!(
+        notes.last().unwrap().contains("12 files, 12 downloaded"),
+        "{notes:?}"
+    );
+    assert_eq!(snapshot, assert_cached(cache.path()));
     let auth = server.authorizations();
     assert!(
         !auth.is_empty() && auth.iter().all(|a| a == "Bearer hf_test_token"),
         "{auth:?}"
     );
 
-    let (ok, stdout, _) = xtask(&["fetch", "--list"]);
+    let implicit_off = |k: &str| match k {
+        "HF_HUB_DISABLE_IMPLICIT_TOKEN" => Some("1".into()),
+        k => var(k),
+    };
+    assert_eq!(Hub::from_vars(implicit_off).unwrap().token, None);
+    let nothing = Hub::from_vars(|_| None).unwrap_err().to_string();
+    assert!(nothing.contains("HF_HUB_CACHE"), "{nothing}");
+
+    let catalog = Catalog::builtin().unwrap();
+    let table = list(cache.path(), &catalog);
     assert!(
-        ok && stdout.contains("sd-2-1-base") && stdout.contains("not cached"),
-        "{stdout}"
+        table.contains("sd-2-1-base") && table.contains("not cached"),
+        "{table}"
     );
-    let (ok, _, stderr) = xtask(&["fetch", "--repo", REPO, "--bogus"]);
-    assert!(
-        !ok && stderr.contains("--bogus") && stderr.contains("usage"),
-        "{stderr}"
-    );
-    let (ok, _, stderr) = xtask(&["fetch", "sd-9"]);
-    assert!(!ok && stderr.contains("sd-2-1-base"), "{stderr}");
+    let e = Request::named(&catalog, "sd-9", None).unwrap_err();
+    assert!(e.to_string().contains("sd-2-1-base"), "{e}");
 }
 
 /// The edit of the parity fixture (16×16, 4 steps from step 1) as flat latents and image.
@@ -309,15 +325,15 @@ fn edit(dir: &Path) -> (Vec<f32>, Vec<f32>) {
         inversion_guidance: 3.5,
         negative_prompt: String::new(),
     };
-    let out = pipeline
-        .edit(
-            image_to_tensor(&png, (16, 16), &device),
-            "a red circle on a white background",
-            "a blue square on a white background",
-            &options,
-            &NoProgress,
-        )
-        .unwrap();
+    let out = inversion::edit(
+        &pipeline,
+        image_to_tensor(&png, (16, 16), &device),
+        "a red circle on a white background",
+        "a blue square on a white background",
+        &options,
+        &inversion::NoProgress,
+    )
+    .unwrap();
     let flat =
         |t: burn::tensor::Tensor<4>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
     (flat(out.latents), flat(out.image))
@@ -327,7 +343,7 @@ fn edit(dir: &Path) -> (Vec<f32>, Vec<f32>) {
 fn the_fetched_model_edits_offline_like_the_fixture_folder() {
     let server = HubServer::start(read_tree(&model_dir()), Faults::default());
     let cache = tempfile::tempdir().unwrap();
-    fetch(&hub(&server, cache.path()), &by_repo()).unwrap();
+    fetch(&hub(&server, cache.path()), &by_repo(), &NoProgress).unwrap();
     server.stop();
 
     let dir = cached_snapshot(cache.path(), REPO, "main").expect("resolved by repo id");

@@ -168,9 +168,15 @@ fn respond(
     stream.flush()
 }
 
-fn handle(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+/// The parts of a request the stand-in reads.
+struct Request {
+    method: String,
+    path: String,
+    range: Option<String>,
+    authorization: Option<String>,
+}
+
+fn read_request(stream: &TcpStream) -> std::io::Result<Request> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
@@ -190,40 +196,62 @@ fn handle(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     }
     let mut parts = request_line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
+    Ok(Request {
+        method: method.to_string(),
+        path: target.split('?').next().unwrap_or("").to_string(),
+        range,
+        authorization,
+    })
+}
+
+/// Headers and body of a JSON answer.
+fn json(body: String) -> (Vec<(&'static str, String)>, Vec<u8>) {
+    (
+        vec![
+            ("Content-Type", "application/json".to_string()),
+            ("Content-Length", body.len().to_string()),
+        ],
+        body.into_bytes(),
+    )
+}
+
+/// `GET /api/models/{REPO}/revision/{rev}`: the commit and file list.
+fn revision_info(stream: &mut TcpStream, st: &State, rev: &str) -> std::io::Result<()> {
+    if rev != "main" && rev != COMMIT {
+        let (mut h, body) = json(r#"{"error":"Invalid rev id"}"#.into());
+        h.push(("X-Error-Code", "RevisionNotFound".into()));
+        return respond(stream, "404 Not Found", &h, &body);
+    }
+    let siblings: Vec<String> = st
+        .files
+        .keys()
+        .map(|f| format!(r#"{{"rfilename":"{f}"}}"#))
+        .collect();
+    let (h, body) = json(format!(
+        r#"{{"id":"{REPO}","sha":"{COMMIT}","siblings":[{}]}}"#,
+        siblings.join(",")
+    ));
+    respond(stream, "200 OK", &h, &body)
+}
+
+fn handle(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let request = read_request(&stream)?;
+    let (method, path, range) = (
+        request.method.as_str(),
+        request.path.as_str(),
+        request.range,
+    );
     let mut st = state.lock().unwrap();
-    st.authorizations.extend(authorization);
+    st.authorizations.extend(request.authorization);
     st.log.push(
         format!("{method} {path} {}", range.as_deref().unwrap_or(""))
             .trim_end()
             .to_string(),
     );
-
-    let json = |body: String| {
-        (
-            vec![
-                ("Content-Type", "application/json".to_string()),
-                ("Content-Length", body.len().to_string()),
-            ],
-            body.into_bytes(),
-        )
-    };
     if let Some(rev) = path.strip_prefix(&format!("/api/models/{REPO}/revision/")) {
-        if rev != "main" && rev != COMMIT {
-            let (mut h, body) = json(r#"{"error":"Invalid rev id"}"#.into());
-            h.push(("X-Error-Code", "RevisionNotFound".into()));
-            return respond(&mut stream, "404 Not Found", &h, &body);
-        }
-        let siblings: Vec<String> = st
-            .files
-            .keys()
-            .map(|f| format!(r#"{{"rfilename":"{f}"}}"#))
-            .collect();
-        let (h, body) = json(format!(
-            r#"{{"id":"{REPO}","sha":"{COMMIT}","siblings":[{}]}}"#,
-            siblings.join(",")
-        ));
-        return respond(&mut stream, "200 OK", &h, &body);
+        return revision_info(&mut stream, &st, rev);
     }
     if let Some(file) = path.strip_prefix("/cdn/") {
         // The CDN: plain bytes, its own ETag, no hub headers.

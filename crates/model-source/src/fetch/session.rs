@@ -1,0 +1,145 @@
+//! One repository file into the Hugging Face cache, the layout `huggingface_hub` and `hf-hub`
+//! share: `models--{org}--{name}/blobs/{etag}` holds the bytes, `snapshots/{commit}/{path}` is a
+//! relative symlink to it, and a transfer in progress is `blobs/{etag}.incomplete` (the name
+//! Python's `huggingface_hub` also resumes from).
+//!
+//! Why not `hf_hub::HFRepository::download_file`: it restarts a cut transfer from zero (it
+//! recreates the `.incomplete` file), stores the blob without checking its hash, and does not say
+//! which blob it was writing when it fails. Here the file's ETag and size come from a HEAD on its
+//! `resolve` URL (relative redirects followed, absolute ones — to the CDN — read as they are,
+//! like `huggingface_hub.get_hf_file_metadata`), the bytes from hf-hub's `download_file_stream`
+//! with a `Range` continuing the partial blob (`download.rs`), and for LFS files (whose ETag is
+//! their SHA-256) the hash is checked before the blob gets its final name.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow, bail};
+use hf_hub::{HFRepository, RepoTypeModel};
+use reqwest::header::{CONTENT_LENGTH, ETAG, LOCATION};
+
+use super::blob::{check_repo_path, link_pointer};
+use crate::progress::Progress;
+
+/// A repository at one commit, and how to reach it.
+pub struct Session<'a> {
+    pub endpoint: String,
+    pub token: Option<String>,
+    pub repo_id: String,
+    pub commit: String,
+    pub repo: HFRepository<RepoTypeModel>,
+    /// For HEAD requests: redirects are not followed, so the hub's own headers are read.
+    pub http: reqwest::Client,
+    /// `{cache}/models--{org}--{name}`.
+    pub repo_dir: PathBuf,
+    pub progress: &'a dyn Progress,
+}
+
+/// What the hub says about a file.
+pub struct Remote {
+    pub etag: String,
+    pub size: u64,
+}
+
+/// How a file got into the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetched {
+    /// Already there (this snapshot, or the same blob from another one).
+    Cached,
+    /// Downloaded: `bytes` transferred now, after `resumed_from` bytes found on disk.
+    Downloaded { bytes: u64, resumed_from: u64 },
+}
+
+impl Session<'_> {
+    /// The snapshot folder of this commit.
+    pub fn snapshot(&self) -> PathBuf {
+        self.repo_dir.join("snapshots").join(&self.commit)
+    }
+
+    /// Makes `snapshots/{commit}/{file}` point at a complete, verified blob.
+    pub async fn fetch_file(&self, file: &str) -> Result<Fetched> {
+        self.fetch_file_unnamed(file)
+            .await
+            .with_context(|| format!("fetching {file} from {}@{}", self.repo_id, self.commit))
+    }
+
+    async fn fetch_file_unnamed(&self, file: &str) -> Result<Fetched> {
+        check_repo_path(file)?;
+        let pointer = self.snapshot().join(file);
+        if pointer.is_file() {
+            return Ok(Fetched::Cached);
+        }
+        let remote = self.head(file).await?;
+        let blobs = self.repo_dir.join("blobs");
+        let blob = blobs.join(&remote.etag);
+        let fetched = if blob.is_file() {
+            Fetched::Cached
+        } else {
+            std::fs::create_dir_all(&blobs).with_context(|| format!("creating {blobs:?}"))?;
+            self.download_blob(file, &remote, &blob).await?
+        };
+        link_pointer(&pointer, file, &remote.etag)?;
+        Ok(fetched)
+    }
+
+    /// `{endpoint}/{repo}/resolve/{commit}/{file}`, the file path percent-encoded per segment.
+    fn resolve_url(&self, file: &str) -> Result<reqwest::Url> {
+        let base = format!("{}/{}/resolve/{}", self.endpoint, self.repo_id, self.commit);
+        let mut url = reqwest::Url::parse(&base).with_context(|| format!("bad URL {base:?}"))?;
+        url.path_segments_mut()
+            .map_err(|()| anyhow!("bad URL {base:?}"))?
+            .extend(file.split('/'));
+        Ok(url)
+    }
+
+    /// The ETag and size of `file`, from a HEAD on its `resolve` URL.
+    async fn head(&self, file: &str) -> Result<Remote> {
+        let mut url = self.resolve_url(file)?;
+        for _ in 0..10 {
+            let mut request = self.http.head(url.clone());
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            let response = request
+                .send()
+                .await
+                .with_context(|| format!("HEAD {url}"))?;
+            let status = response.status();
+            let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok());
+            if status.is_redirection()
+                && let Some(location) = header(LOCATION.as_str())
+                && !location.contains("://")
+                && !location.starts_with("//")
+            {
+                url = url
+                    .join(location)
+                    .with_context(|| format!("redirect to {location:?}"))?;
+                continue;
+            }
+            match status.as_u16() {
+                404 => bail!("not found on the hub ({url} answered 404)"),
+                401 | 403 => bail!(
+                    "access denied ({status}): {} may be gated or private; accept its licence \
+                     on the hub and set HF_TOKEN",
+                    self.repo_id
+                ),
+                _ if !status.is_success() && !status.is_redirection() => {
+                    bail!("HEAD {url} answered {status}")
+                }
+                _ => {}
+            }
+            let etag = header("x-linked-etag")
+                .or(header(ETAG.as_str()))
+                .map(|e| e.trim_start_matches("W/").trim_matches('"').to_string())
+                .with_context(|| format!("{file}: the hub sent no ETag ({url})"))?;
+            if etag.is_empty() || !etag.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                bail!("{file}: unusable ETag {etag:?} from {url}");
+            }
+            let size = header("x-linked-size")
+                .or(header(CONTENT_LENGTH.as_str()))
+                .and_then(|s| s.parse().ok())
+                .with_context(|| format!("{file}: the hub sent no size ({url})"))?;
+            return Ok(Remote { etag, size });
+        }
+        bail!("{file}: too many redirects from {url}")
+    }
+}

@@ -1,0 +1,25 @@
+//! Where ddim-edit's models come from, without touching Burn: the models known by name
+//! (`weights.toml`, [`Catalog`]), what `--model` means ([`resolve`]: a folder, a Hugging Face repo
+//! id or a catalog name in the local cache, or the toy model of the source tree), the Hugging Face
+//! cache layout ([`cache`]), downloading into it ([`fetch()`]), and atomic file writes.
+//!
+//! The CLI and `cargo xtask` both call this crate, so a model fetched by one is found by the
+//! other, and Python's `huggingface_hub` shares the same cache.
+
+pub mod atomic;
+pub mod cache;
+pub mod catalog;
+pub mod error;
+pub mod fetch;
+pub mod progress;
+pub mod resolve;
+pub mod select;
+
+pub use atomic::{write_all_atomic, write_atomic, write_atomic_with};
+pub use cache::{cached_snapshot, hub_cache, hub_cache_from, repo_folder};
+pub use catalog::{Catalog, Entry, WEIGHTS_TOML, list};
+pub use error::{Error, Result};
+pub use fetch::{Fetched, Hub, Request, fetch, fetch_async};
+pub use progress::{Bars, NoProgress, Progress};
+pub use resolve::{DEFAULT_MODEL, TOY, resolve, resolve_in, toy_dir};
+pub use select::{UNUSED_COMPONENTS, select_files};

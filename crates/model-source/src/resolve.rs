@@ -1,0 +1,130 @@
+//! `--model`: a diffusers folder, a Hugging Face repo id in the local cache, a `weights.toml`
+//! name, or `toy`. Resolution never touches the network; a missing model's error says how to
+//! fetch it.
+
+use std::path::{Path, PathBuf};
+
+use crate::cache::{cached_snapshot, hub_cache};
+use crate::catalog::Catalog;
+use crate::error::{Error, Result};
+
+/// The default `--model`.
+pub const DEFAULT_MODEL: &str = "sd-2-1-base";
+
+/// `--model toy`: the small model trained on synthetic shapes that ships with the sources
+/// (`tests/reference/train_toy.py`), for trying the tool offline.
+pub const TOY: &str = "toy";
+
+/// Where the toy model is: in the source tree this crate was built from.
+pub fn toy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models/toy")
+}
+
+/// Resolves `--model` to a local diffusers folder without touching the network, in the cache
+/// [`hub_cache`] locates.
+pub fn resolve(model: &str) -> Result<PathBuf> {
+    resolve_in(model, hub_cache())
+}
+
+/// [`resolve`] with the Hugging Face cache given (`None`: none could be located).
+pub fn resolve_in(model: &str, cache: Option<PathBuf>) -> Result<PathBuf> {
+    let as_path = Path::new(model);
+    if as_path.is_dir() {
+        return Ok(as_path.to_path_buf());
+    }
+    if model == TOY {
+        let dir = toy_dir();
+        if dir.join("model_index.json").is_file() {
+            return Ok(dir);
+        }
+        return Err(Error::NoToy { dir });
+    }
+    let catalog = Catalog::builtin()?;
+    let (repo, revision, fetch) = match catalog.models.get(model) {
+        Some(e) => (
+            e.repo.clone(),
+            e.revision.clone(),
+            format!("cargo xtask fetch {model}"),
+        ),
+        None if model.contains('/') && !model.starts_with('.') && !as_path.is_absolute() => (
+            model.to_string(),
+            "main".to_string(),
+            format!("cargo xtask fetch --repo {model}"),
+        ),
+        None => {
+            return Err(Error::UnknownSource {
+                model: model.to_string(),
+                known: catalog.names(),
+            });
+        }
+    };
+    let cache = cache.ok_or(Error::NoCache)?;
+    // A pinned revision first, then whatever `main` the cache holds.
+    if let Some(dir) =
+        cached_snapshot(&cache, &repo, &revision).or_else(|| cached_snapshot(&cache, &repo, "main"))
+    {
+        return Ok(dir);
+    }
+    Err(Error::NotCached {
+        model: model.to_string(),
+        repo,
+        cache,
+        fetch,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cache holding `repo` at `commit`, with `refs/{branch}` naming it.
+    fn cache_with(repo: &str, branch: &str, commit: &str) -> tempfile::TempDir {
+        let cache = tempfile::tempdir().unwrap();
+        let root = crate::repo_folder(cache.path(), repo);
+        let snap = root.join("snapshots").join(commit);
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::write(snap.join("model_index.json"), "{}").unwrap();
+        std::fs::create_dir_all(root.join("refs")).unwrap();
+        std::fs::write(root.join("refs").join(branch), commit).unwrap();
+        cache
+    }
+
+    #[test]
+    fn folders_repo_ids_and_names_resolve_in_the_cache() {
+        let cache = cache_with("org/name", "main", "c0ffee");
+        let snap = crate::repo_folder(cache.path(), "org/name").join("snapshots/c0ffee");
+        let some = Some(cache.path().to_path_buf());
+        assert_eq!(resolve_in("org/name", some.clone()).unwrap(), snap);
+        let folder = snap.to_str().unwrap();
+        assert_eq!(resolve_in(folder, None).unwrap(), snap);
+
+        // A catalog name at its pinned commit is absent, the repository's `main` is there.
+        let entry = Catalog::builtin().unwrap().models[DEFAULT_MODEL].clone();
+        let main = cache_with(&entry.repo, "main", "0123");
+        let found = resolve_in(DEFAULT_MODEL, Some(main.path().to_path_buf())).unwrap();
+        assert!(found.ends_with("snapshots/0123"), "{found:?}");
+    }
+
+    #[test]
+    fn unknown_and_missing_models_say_what_to_do() {
+        let empty = tempfile::tempdir().unwrap();
+        let some = Some(empty.path().to_path_buf());
+        let e = resolve_in("no-such-model", some.clone()).unwrap_err();
+        assert!(matches!(e, Error::UnknownSource { .. }), "{e}");
+        assert!(e.to_string().contains("sd-2-1-base, ") && e.to_string().contains("toy"));
+        let e = resolve_in("org/missing", some.clone())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cargo xtask fetch --repo org/missing"), "{e}");
+        let e = resolve_in(DEFAULT_MODEL, some).unwrap_err().to_string();
+        assert!(e.contains("cargo xtask fetch sd-2-1-base"), "{e}");
+        let e = resolve_in("org/missing", None).unwrap_err();
+        assert!(matches!(e, Error::NoCache), "{e}");
+    }
+
+    #[test]
+    fn the_toy_model_is_in_the_source_tree() {
+        let dir = resolve_in(TOY, None).unwrap();
+        assert!(dir.join("unet/config.json").is_file(), "{dir:?}");
+    }
+}

@@ -1,0 +1,88 @@
+//! The three ways of editing that eval-toy compares, at equal settings (N, k, guidance), and the
+//! reconstruction (invert, then sample back with the same caption).
+
+use burn::tensor::{Tensor, TensorData};
+use image::RgbImage;
+use inversion::image::{image_to_tensor, tensor_to_image};
+use inversion::noise::gaussian;
+use inversion::{EditOptions, NoProgress, Pipeline};
+
+/// The three ways of editing compared.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum Method {
+    /// This project's edit.
+    #[value(name = "inversion")]
+    Inversion,
+    /// The clean latent noised to τ_k with fresh noise.
+    #[value(name = "img2img")]
+    Img2Img,
+    /// The diffusion course notebook's indexing.
+    #[value(name = "tutorial")]
+    Tutorial,
+}
+
+impl Method {
+    /// The name in reports and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Inversion => "inversion",
+            Method::Img2Img => "img2img",
+            Method::Tutorial => "tutorial (off by one)",
+        }
+    }
+}
+
+/// Edits `image` from `source` to `target` prompt with `method` at N, k, g.
+pub fn edit(
+    p: &Pipeline,
+    method: Method,
+    image: &RgbImage,
+    source: &str,
+    target: &str,
+    o: &EditOptions,
+    seed: u64,
+) -> anyhow::Result<RgbImage> {
+    let size = (image.width() as usize, image.height() as usize);
+    let x = image_to_tensor(image, size, p.device());
+    let (n, k) = (o.steps, o.start_step);
+    let start = match method {
+        Method::Inversion => {
+            let out = inversion::edit(p, x, source, target, o, &NoProgress)?;
+            return Ok(tensor_to_image(out.image)?);
+        }
+        Method::Img2Img => {
+            let x0 = p.encode(x, &NoProgress)?;
+            let t = p.schedule().timesteps(n)?[k] as usize;
+            let a = p.schedule().alphas_cumprod()[t];
+            let dims = x0.dims();
+            let noise = gaussian(seed, dims.iter().product());
+            let noise = Tensor::<4>::from_data(TensorData::new(noise, dims), p.device());
+            x0 * a.sqrt() + noise * (1.0 - a).sqrt()
+        }
+        Method::Tutorial => {
+            let x0 = p.encode(x, &NoProgress)?;
+            let cond = p.conditioning(source, "", o.inversion_guidance)?;
+            let trajectory = inversion::invert(p, x0, &cond, n, n, &NoProgress)?;
+            trajectory.entry(n - 2 - k)
+        }
+    };
+    let cond = p.conditioning(target, "", o.guidance)?;
+    let latents = inversion::sample(p, start, &cond, n, k, &NoProgress)?;
+    Ok(tensor_to_image(p.decode(latents, &NoProgress)?)?)
+}
+
+/// Invert with the caption and sample back from step 0 with it.
+pub fn reconstruct(
+    p: &Pipeline,
+    image: &RgbImage,
+    caption: &str,
+    steps: usize,
+    guidance: f64,
+) -> anyhow::Result<RgbImage> {
+    let size = (image.width() as usize, image.height() as usize);
+    let x0 = p.encode(image_to_tensor(image, size, p.device()), &NoProgress)?;
+    let cond = p.conditioning(caption, "", guidance)?;
+    let trajectory = inversion::invert(p, x0, &cond, steps, steps, &NoProgress)?;
+    let latents = inversion::sample(p, trajectory.entry(steps - 1), &cond, steps, 0, &NoProgress)?;
+    Ok(tensor_to_image(p.decode(latents, &NoProgress)?)?)
+}
