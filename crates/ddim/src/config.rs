@@ -155,52 +155,29 @@ impl SchedulerConfig {
 
     fn from_raw(raw: RawConfig) -> Result<Self> {
         let d = Self::default();
-        if raw.thresholding == Some(true) {
-            return Err(DdimError::Unsupported {
-                field: "thresholding",
-                value: "true".into(),
-                supported: "false",
-            });
-        }
-        if raw.rescale_betas_zero_snr == Some(true) {
-            return Err(DdimError::Unsupported {
-                field: "rescale_betas_zero_snr",
-                value: "true".into(),
-                supported: "false",
-            });
+        for (field, set) in [
+            ("thresholding", raw.thresholding),
+            ("rescale_betas_zero_snr", raw.rescale_betas_zero_snr),
+        ] {
+            if set == Some(true) {
+                return Err(DdimError::Unsupported {
+                    field,
+                    value: "true".into(),
+                    supported: "false",
+                });
+            }
         }
         let num_train_timesteps = raw.num_train_timesteps.unwrap_or(d.num_train_timesteps);
-        if num_train_timesteps == 0 {
-            return Err(DdimError::Invalid("num_train_timesteps must be > 0".into()));
+        if num_train_timesteps == 0 || num_train_timesteps > MAX_TRAIN_TIMESTEPS {
+            return Err(DdimError::Invalid(format!(
+                "num_train_timesteps must lie in 1..={MAX_TRAIN_TIMESTEPS}, found {num_train_timesteps}"
+            )));
         }
-        let beta_schedule = match raw.trained_betas {
-            Some(betas) => {
-                if betas.len() != num_train_timesteps {
-                    return Err(DdimError::Invalid(format!(
-                        "trained_betas has {} values but num_train_timesteps is {num_train_timesteps}",
-                        betas.len()
-                    )));
-                }
-                if let Some(b) = betas.iter().find(|b| !(0.0..1.0).contains(*b)) {
-                    return Err(DdimError::Invalid(format!(
-                        "trained_betas must lie in [0, 1), found {b}"
-                    )));
-                }
-                BetaSchedule::Trained(betas)
-            }
-            None => match raw.beta_schedule.as_deref().unwrap_or("linear") {
-                "linear" => BetaSchedule::Linear,
-                "scaled_linear" => BetaSchedule::ScaledLinear,
-                "squaredcos_cap_v2" => BetaSchedule::SquaredCosCapV2,
-                other => {
-                    return Err(DdimError::Unsupported {
-                        field: "beta_schedule",
-                        value: other.into(),
-                        supported: "linear, scaled_linear, squaredcos_cap_v2 or trained_betas",
-                    });
-                }
-            },
-        };
+        let beta_schedule = beta_schedule(
+            raw.trained_betas,
+            raw.beta_schedule.as_deref(),
+            num_train_timesteps,
+        )?;
         let timestep_spacing = match raw.timestep_spacing.as_deref().unwrap_or("leading") {
             "leading" => TimestepSpacing::Leading,
             "trailing" => TimestepSpacing::Trailing,
@@ -243,5 +220,41 @@ impl SchedulerConfig {
             clip_sample: raw.clip_sample.unwrap_or(d.clip_sample),
             clip_sample_range,
         })
+    }
+}
+
+/// The largest `num_train_timesteps` accepted: Stable Diffusion trains with 1000; the bound keeps
+/// a corrupt config from sizing the schedule's tables.
+pub const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+
+/// `trained_betas` when given (one value in [0, 1) per training timestep), else the named schedule.
+fn beta_schedule(
+    trained: Option<Vec<f64>>,
+    name: Option<&str>,
+    num_train_timesteps: usize,
+) -> Result<BetaSchedule> {
+    if let Some(betas) = trained {
+        if betas.len() != num_train_timesteps {
+            return Err(DdimError::Invalid(format!(
+                "trained_betas has {} values but num_train_timesteps is {num_train_timesteps}",
+                betas.len()
+            )));
+        }
+        if let Some(b) = betas.iter().find(|b| !(0.0..1.0).contains(*b)) {
+            return Err(DdimError::Invalid(format!(
+                "trained_betas must lie in [0, 1), found {b}"
+            )));
+        }
+        return Ok(BetaSchedule::Trained(betas));
+    }
+    match name.unwrap_or("linear") {
+        "linear" => Ok(BetaSchedule::Linear),
+        "scaled_linear" => Ok(BetaSchedule::ScaledLinear),
+        "squaredcos_cap_v2" => Ok(BetaSchedule::SquaredCosCapV2),
+        other => Err(DdimError::Unsupported {
+            field: "beta_schedule",
+            value: other.into(),
+            supported: "linear, scaled_linear, squaredcos_cap_v2 or trained_betas",
+        }),
     }
 }

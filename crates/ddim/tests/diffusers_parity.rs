@@ -235,4 +235,13 @@ fn bad_configs_and_steps_are_clear_errors() {
         err.to_string().contains("trained_betas has 2 values"),
         "{err}"
     );
+    // A corrupt count is refused by name before it sizes the schedule's tables.
+    for n in ["0", "1000000000000"] {
+        let err = SchedulerConfig::from_json_str(&format!(r#"{{"num_train_timesteps": {n}}}"#))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("num_train_timesteps") && err.to_string().contains(n),
+            "{err}"
+        );
+    }
 }

@@ -159,15 +159,130 @@ pub fn record(
     record
 }
 
+/// The models and inputs every component's measurement shares.
+struct Bench<'a> {
+    o: &'a Options,
+    device: Device,
+    p: Pipeline,
+    text_config: ClipTextConfig,
+    image: Tensor<4>,
+    latents: Tensor<4>,
+}
+
+/// One component's measurement: warm-up runs, batch, analytic FLOP, extra JSON fields, and the
+/// times with the peak memory.
+type Measured = (usize, usize, u64, Value, (Vec<f64>, Option<f64>));
+
+impl Bench<'_> {
+    fn sync(&self) -> anyhow::Result<()> {
+        self.device
+            .sync()
+            .map_err(|e| anyhow::anyhow!("device error: {e:?}"))
+    }
+
+    /// Latent side s and image side s·f.
+    fn sides(&self) -> (usize, usize) {
+        (self.o.latent, self.o.latent * self.p.vae_factor())
+    }
+
+    fn measure(&self, component: &str) -> anyhow::Result<Measured> {
+        let iters = self.o.iterations(component);
+        let (p, (s, big)) = (&self.p, self.sides());
+        let none = json!({});
+        Ok(match component {
+            "matmul" => return self.matmul(iters),
+            "text-encoder" => {
+                let run = || {
+                    p.text_states("a photo of a cat on the grass")?;
+                    self.sync()
+                };
+                let flop = flops::text_encoder(&self.text_config, 1, 77);
+                (2, 1, flop, json!({"tokens": 77}), time(2, iters, run)?)
+            }
+            "vae-encode" => {
+                let run = || {
+                    p.encode(self.image.clone(), &NoProgress)?;
+                    self.sync()
+                };
+                let flop = flops::vae_encode(p.vae_config(), big, big);
+                (1, 1, flop, none, time(1, iters, run)?)
+            }
+            "vae-decode" => {
+                let run = || {
+                    p.decode(self.latents.clone(), &NoProgress)?;
+                    self.sync()
+                };
+                let flop = flops::vae_decode(p.vae_config(), s, s);
+                (1, 1, flop, none, time(1, iters, run)?)
+            }
+            "unet" => return self.unet(iters),
+            "edit" => return self.edit(iters),
+            other => bail!("unknown component {other:?}"),
+        })
+    }
+
+    fn matmul(&self, iters: usize) -> anyhow::Result<Measured> {
+        let n = self.o.matmul;
+        let a = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), &self.device);
+        let b = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), &self.device);
+        let run = || {
+            let _ = a.clone().matmul(b.clone());
+            self.sync()
+        };
+        let extra = json!({"size": [n, n, n]});
+        Ok((1, 1, flops::matmul(n), extra, time(1, iters, run)?))
+    }
+
+    fn unet(&self, iters: usize) -> anyhow::Result<Measured> {
+        let (p, (s, _)) = (&self.p, self.sides());
+        let x = Tensor::<4>::random([2, 4, s, s], Distribution::Normal(0.0, 1.0), &self.device)
+            .cast(p.dtype());
+        let dim = p
+            .unet_config()
+            .resolved(Path::new(&self.o.preset))?
+            .cross_attention_dim[0];
+        let context =
+            Tensor::<3>::random([2, 77, dim], Distribution::Normal(0.0, 1.0), &self.device)
+                .cast(p.dtype());
+        let run = || {
+            p.unet().forward(x.clone(), &[500.0], context.clone())?;
+            self.sync()
+        };
+        let flop = flops::unet(p.unet_config(), 2, s, s, 77);
+        Ok((1, 2, flop, json!({}), time(1, iters, run)?))
+    }
+
+    fn edit(&self, iters: usize) -> anyhow::Result<Measured> {
+        let (p, (s, big)) = (&self.p, self.sides());
+        let (n, k) = (self.o.steps, self.o.start_step);
+        let options = EditOptions {
+            steps: n,
+            start_step: k,
+            guidance: 3.5,
+            inversion_guidance: 3.5,
+            negative_prompt: String::new(),
+        };
+        let run = || {
+            let (source, target) = ("a puppy on the grass", "a cat on the grass");
+            inversion::edit(p, self.image.clone(), source, target, &options, &NoProgress)?;
+            self.sync()
+        };
+        let evals = 2 * (n - k);
+        let extra = json!({"steps": n, "start_step": k, "guidance": 3.5, "unet_evals": evals,
+                           "tutorial_unet_evals": 2 * n - 2 - k});
+        let flop = flops::vae_encode(p.vae_config(), big, big)
+            + flops::vae_decode(p.vae_config(), s, s)
+            + 4 * flops::text_encoder(&self.text_config, 1, 77)
+            + evals as u64 * flops::unet(p.unet_config(), 2, s, s, 77);
+        Ok((0, 1, flop, extra, time(0, iters, run)?))
+    }
+}
+
 /// Runs every requested component, printing and returning one record per component.
 pub fn run(o: &Options) -> anyhow::Result<Vec<Value>> {
     let device = sd_models::device::select(&o.device)?;
-    let sync = |d: &Device| d.sync().map_err(|e| anyhow::anyhow!("device error: {e:?}"));
     let (p, text_config) = pipeline(&o.preset, o.dtype(), &device)?;
-    let s = o.latent;
-    let f = p.vae_factor();
-    let text_flop = flops::text_encoder(&text_config, 1, 77);
-
+    let (s, f) = (o.latent, p.vae_factor());
     // Materialise the lazy weights at a small size (see the module header).
     let small = Tensor::<4>::random(
         [1, 3, 8 * f, 8 * f],
@@ -177,120 +292,28 @@ pub fn run(o: &Options) -> anyhow::Result<Vec<Value>> {
     let warm_cond = p.conditioning("", "", 3.5)?;
     let _ = p.guided_output(&p.encode(small, &NoProgress)?, 1, &warm_cond)?;
     let _ = p.decode(Tensor::<4>::zeros([1, 4, 8, 8], &device), &NoProgress)?;
-    sync(&device)?;
+    let bench = Bench {
+        image: Tensor::<4>::random(
+            [1, 3, s * f, s * f],
+            Distribution::Uniform(-1.0, 1.0),
+            &device,
+        ),
+        latents: Tensor::<4>::random([1, 4, s, s], Distribution::Normal(0.0, 1.0), &device),
+        o,
+        device,
+        p,
+        text_config,
+    };
+    bench.sync()?;
     // A marker for profilers to attach after (see BENCHMARKS.md).
     eprintln!("bench: models ready (pid {})", std::process::id());
-
-    let image = Tensor::<4>::random(
-        [1, 3, s * f, s * f],
-        Distribution::Uniform(-1.0, 1.0),
-        &device,
-    );
-    let latents = Tensor::<4>::random([1, 4, s, s], Distribution::Normal(0.0, 1.0), &device);
     let mut records = Vec::new();
     for component in &o.components {
         if component == "ops" {
-            records.extend(super::ops::run(o, &device)?);
+            records.extend(super::ops::run(o, &bench.device)?);
             continue;
         }
-        let iters = o.iterations(component);
-        let mut extra = json!({});
-        let (warmup, batch, flop, (times, peak)) = match component.as_str() {
-            "matmul" => {
-                let n = o.matmul;
-                let a = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), &device);
-                let b = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), &device);
-                extra = json!({"size": [n, n, n]});
-                let run = || {
-                    let _ = a.clone().matmul(b.clone());
-                    sync(&device)
-                };
-                (1, 1, flops::matmul(n), time(1, iters, run)?)
-            }
-            "text-encoder" => {
-                let run = || {
-                    p.text_states("a photo of a cat on the grass")?;
-                    sync(&device)
-                };
-                extra = json!({"tokens": 77});
-                (2, 1, text_flop, time(2, iters, run)?)
-            }
-            "vae-encode" => {
-                let run = || {
-                    p.encode(image.clone(), &NoProgress)?;
-                    sync(&device)
-                };
-                (
-                    1,
-                    1,
-                    flops::vae_encode(p.vae_config(), s * f, s * f),
-                    time(1, iters, run)?,
-                )
-            }
-            "vae-decode" => {
-                let run = || {
-                    p.decode(latents.clone(), &NoProgress)?;
-                    sync(&device)
-                };
-                (
-                    1,
-                    1,
-                    flops::vae_decode(p.vae_config(), s, s),
-                    time(1, iters, run)?,
-                )
-            }
-            "unet" => {
-                let x = Tensor::<4>::random([2, 4, s, s], Distribution::Normal(0.0, 1.0), &device)
-                    .cast(p.dtype());
-                let dim = p
-                    .unet_config()
-                    .resolved(Path::new(&o.preset))?
-                    .cross_attention_dim[0];
-                let context =
-                    Tensor::<3>::random([2, 77, dim], Distribution::Normal(0.0, 1.0), &device)
-                        .cast(p.dtype());
-                let run = || {
-                    p.unet().forward(x.clone(), &[500.0], context.clone())?;
-                    sync(&device)
-                };
-                (
-                    1,
-                    2,
-                    flops::unet(p.unet_config(), 2, s, s, 77),
-                    time(1, iters, run)?,
-                )
-            }
-            "edit" => {
-                let (n, k) = (o.steps, o.start_step);
-                let options = EditOptions {
-                    steps: n,
-                    start_step: k,
-                    guidance: 3.5,
-                    inversion_guidance: 3.5,
-                    negative_prompt: String::new(),
-                };
-                let run = || {
-                    inversion::edit(
-                        &p,
-                        image.clone(),
-                        "a puppy on the grass",
-                        "a cat on the grass",
-                        &options,
-                        &NoProgress,
-                    )?;
-                    sync(&device)
-                };
-                let evals = 2 * (n - k);
-                extra = json!({"steps": n, "start_step": k, "guidance": 3.5, "unet_evals": evals,
-                               "tutorial_unet_evals": 2 * n - 2 - k});
-                let flop = flops::vae_encode(p.vae_config(), s * f, s * f)
-                    + flops::vae_decode(p.vae_config(), s, s)
-                    + 4 * text_flop
-                    + evals as u64 * flops::unet(p.unet_config(), 2, s, s, 77);
-                (0, 1, flop, time(0, iters, run)?)
-            }
-            other => bail!("unknown component {other:?}"),
-        };
+        let (warmup, batch, flop, extra, (times, peak)) = bench.measure(component)?;
         let record = record(o, component, batch, flop, warmup, &times, peak, extra);
         println!("{record}");
         records.push(record);
