@@ -162,3 +162,41 @@ fn parse_guidance(s: &str) -> Result<f64, String> {
         _ => Err(format!("expected a finite number, got {s:?}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// `--help` explains every flag of every command.
+    #[test]
+    fn every_flag_has_help_text() {
+        let cli = Cli::command();
+        for sub in cli.get_subcommands() {
+            for arg in sub.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                assert!(
+                    arg.get_help().is_some_and(|h| !h.to_string().trim().is_empty()),
+                    "`{} --{id}` has no help text",
+                    sub.get_name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn sizes_and_guidance_are_parsed_strictly() {
+        assert_eq!(parse_size("512x768"), Ok((512, 768)));
+        assert_eq!(parse_size("64X32"), Ok((64, 32)));
+        assert!(parse_size("512").unwrap_err().contains("WIDTHxHEIGHT"));
+        assert!(parse_size("5.5x4").unwrap_err().contains("not a whole number"));
+        assert_eq!(parse_guidance("3.5"), Ok(3.5));
+        for bad in ["nan", "inf", "-inf", "x"] {
+            assert!(parse_guidance(bad).is_err(), "{bad}");
+        }
+    }
+}
