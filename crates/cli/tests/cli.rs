@@ -529,3 +529,48 @@ fn latents_and_trajectory_files_are_byte_identical_across_runs() {
     assert!(files[0].0 == files[1].0, "--save-latents files differ");
     assert!(files[0].1 == files[1].1, "--save-trajectory files differ");
 }
+
+/// Components that are each valid but do not fit together are refused at load, naming both files,
+/// instead of failing inside a tensor op.
+#[test]
+fn mismatched_components_are_refused_naming_both_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = fixtures().join("models/tiny-sd1");
+    // The toy model's text encoder (hidden size 64) with the tiny UNet (cross-attention dim 16).
+    let mixed = dir.path().join("mixed");
+    copy_dir(&tiny, &mixed);
+    std::fs::remove_dir_all(mixed.join("text_encoder")).unwrap();
+    copy_dir(
+        &fixtures().join("models/toy/text_encoder"),
+        &mixed.join("text_encoder"),
+    );
+    let m = mixed.display().to_string();
+    assert_edit_fails(&m, &image(), &[], "hidden_size is 64");
+    assert_edit_fails(&m, &image(), &[], "unet/config.json");
+
+    // A vocabulary with an id past the text encoder's vocab_size (49408).
+    let vocab_dir = dir.path().join("vocab");
+    copy_dir(&tiny, &vocab_dir);
+    let path = vocab_dir.join("tokenizer/vocab.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.trim_end().trim_end_matches('}').to_string() + ", \"zzzzq</w>\": 60000}";
+    std::fs::write(&path, text).unwrap();
+    let v = vocab_dir.display().to_string();
+    assert_edit_fails(&v, &image(), &[], "token ids up to 60000");
+    assert_edit_fails(&v, &image(), &[], "text_encoder/config.json");
+
+    // A tokenizer that pads past the text encoder's 77 positions.
+    let long = dir.path().join("long");
+    copy_dir(&tiny, &long);
+    let path = long.join("tokenizer/tokenizer_config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["model_max_length"] = 100.into();
+    std::fs::write(&path, config.to_string()).unwrap();
+    assert_edit_fails(
+        &long.display().to_string(),
+        &image(),
+        &[],
+        "model_max_length 100 exceeds the text encoder's max_position_embeddings 77",
+    );
+}
