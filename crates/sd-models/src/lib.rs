@@ -10,9 +10,9 @@
 
 pub mod attention;
 pub mod clip;
+pub mod cpu;
 pub mod device;
 pub mod error;
-pub mod fused;
 pub mod layers;
 pub mod resnet;
 pub mod weights;

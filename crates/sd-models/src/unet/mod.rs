@@ -16,8 +16,8 @@ use burn::tensor::{DType, Device, Tensor};
 pub use config::{PerBlock, UNetConfig};
 
 use crate::error::{ModelError, Result};
-use crate::fused::group_norm_silu;
-use crate::layers::{conv2d, conv2d_forward, group_norm};
+use crate::cpu::{conv2d_forward, group_norm_silu};
+use crate::layers::{conv2d, group_norm};
 use crate::weights;
 use blocks::{BlockSpec, DownBlock, MidBlock2DCrossAttn, UpBlock};
 use config::{DownBlockType, UpBlockType};
