@@ -10,6 +10,7 @@
 
 pub mod attention;
 pub mod clip;
+pub mod config;
 pub mod cpu;
 pub mod device;
 pub mod error;
