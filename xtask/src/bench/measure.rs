@@ -256,10 +256,7 @@ pub fn run(o: &Options) -> anyhow::Result<Vec<Value>> {
             "unet" => {
                 let x = Tensor::<4>::random([2, 4, s, s], Distribution::Normal(0.0, 1.0), &device)
                     .cast(p.dtype);
-                let dim = p
-                    .unet_config
-                    .resolved(Path::new(&o.preset))?
-                    .cross_attention_dim[0];
+                let dim = p.unet_config.cross_attention_dims()[0];
                 let context =
                     Tensor::<3>::random([2, 77, dim], Distribution::Normal(0.0, 1.0), &device)
                         .cast(p.dtype);
