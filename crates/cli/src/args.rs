@@ -180,7 +180,8 @@ mod tests {
                     continue;
                 }
                 assert!(
-                    arg.get_help().is_some_and(|h| !h.to_string().trim().is_empty()),
+                    arg.get_help()
+                        .is_some_and(|h| !h.to_string().trim().is_empty()),
                     "`{} --{id}` has no help text",
                     sub.get_name()
                 );
@@ -193,7 +194,11 @@ mod tests {
         assert_eq!(parse_size("512x768"), Ok((512, 768)));
         assert_eq!(parse_size("64X32"), Ok((64, 32)));
         assert!(parse_size("512").unwrap_err().contains("WIDTHxHEIGHT"));
-        assert!(parse_size("5.5x4").unwrap_err().contains("not a whole number"));
+        assert!(
+            parse_size("5.5x4")
+                .unwrap_err()
+                .contains("not a whole number")
+        );
         assert_eq!(parse_guidance("3.5"), Ok(3.5));
         for bad in ["nan", "inf", "-inf", "x"] {
             assert!(parse_guidance(bad).is_err(), "{bad}");

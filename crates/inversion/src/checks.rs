@@ -16,7 +16,7 @@ pub(crate) fn components(parts: &Parts) -> Result<()> {
         message,
     };
     let [vocab, hidden] = parts.text_encoder.embeddings.token_embedding.weight.dims();
-    let max_id = max_id(&parts.tokenizer);
+    let max_id = parts.tokenizer.max_token_id() as usize;
     if max_id >= vocab {
         return Err(mismatch(
             "tokenizer/vocab.json",
@@ -37,7 +37,7 @@ pub(crate) fn components(parts: &Parts) -> Result<()> {
             ),
         ));
     }
-    for (i, &dim) in cross_dims(&parts.unet_config).iter().enumerate() {
+    for (i, &dim) in parts.unet_config.cross_attention_dims().iter().enumerate() {
         if dim != hidden {
             return Err(mismatch(
                 "text_encoder/config.json",
@@ -78,19 +78,4 @@ fn check_out_channels(dir: &Path, parts: &Parts) -> Result<()> {
         });
     }
     Ok(())
-}
-
-// MERGE: replaced by the sd-models accessors.
-fn max_id(t: &sd_models::clip::ClipTokenizer) -> usize {
-    [t.bos_id(), t.eos_id(), t.pad_id()]
-        .into_iter()
-        .max()
-        .unwrap_or(0) as usize
-}
-
-fn cross_dims(c: &sd_models::unet::UNetConfig) -> Vec<usize> {
-    match &c.cross_attention_dim {
-        sd_models::unet::PerBlock::One(v) => vec![*v],
-        sd_models::unet::PerBlock::Many(v) => v.clone(),
-    }
 }

@@ -6,98 +6,17 @@
 //! x₀ 1e-4 (one VAE pass, f32); trajectory and final latents 2e-3 (f32 rounding compounds over
 //! up to 2N guided UNet calls, amplified by guidance 3.5); decoded PNG within 3 levels of 255.
 
-/// The wgpu device probe shared with the model parity tests.
-#[cfg(feature = "wgpu")]
-#[path = "../../sd-models/tests/common/mod.rs"]
-mod common;
-
-use std::collections::HashMap;
-use std::path::PathBuf;
-
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use inversion::image::{image_to_tensor, tensor_to_image};
 use inversion::{EditOptions, LoadOptions, NoProgress, Pipeline};
-use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
+use test_support::{RefTensor, fixtures, load_refs, max_level_diff};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-struct Ref {
-    shape: Vec<usize>,
-    f32: Vec<f32>,
-    u8: Vec<u8>,
-    i64: Vec<i64>,
-}
-
-fn refs(path: &str) -> HashMap<String, Ref> {
-    let bytes = std::fs::read(fixtures().join(path)).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(k, v)| {
-            let d = v.data();
-            let mut r = Ref {
-                shape: v.shape().to_vec(),
-                f32: vec![],
-                u8: vec![],
-                i64: vec![],
-            };
-            match v.dtype() {
-                Dtype::F32 => {
-                    r.f32 = d
-                        .chunks_exact(4)
-                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                        .collect()
-                }
-                Dtype::I64 => {
-                    r.i64 = d
-                        .chunks_exact(8)
-                        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                        .collect()
-                }
-                Dtype::U8 => r.u8 = d.to_vec(),
-                other => panic!("{k}: {other:?}"),
-            }
-            (k, r)
-        })
-        .collect()
-}
-
-fn tensor(r: &Ref, device: &Device) -> Tensor<4> {
-    Tensor::from_data(TensorData::new(r.f32.clone(), r.shape.clone()), device)
-}
-
-fn rel_err(ours: &Tensor<4>, r: &Ref, what: &str) -> f32 {
-    assert_eq!(ours.dims().to_vec(), r.shape, "{what}: shape");
-    let v: Vec<f32> = ours
-        .clone()
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .unwrap();
-    let max_ref = r.f32.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let err = v
-        .iter()
-        .zip(&r.f32)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
-        / max_ref;
+/// [`test_support::rel_err`], logged under `what`.
+fn rel_err(ours: &Tensor<4>, r: &RefTensor, what: &str) -> f32 {
+    let err = test_support::rel_err(ours.clone(), r);
     eprintln!("{what}: rel err {err:e}");
     err
-}
-
-fn max_level_diff(ours: &image::RgbImage, r: &Ref) -> u8 {
-    assert_eq!(
-        vec![ours.height() as usize, ours.width() as usize, 3],
-        r.shape
-    );
-    ours.as_raw()
-        .iter()
-        .zip(&r.u8)
-        .map(|(a, b)| a.abs_diff(*b))
-        .max()
-        .unwrap()
 }
 
 /// The CPU backend on every case; with `--features wgpu` also wgpu (CI: Mesa lavapipe) on the
@@ -107,7 +26,7 @@ fn devices() -> Vec<(&'static str, Device, &'static [&'static str])> {
     let mut d: Vec<(&'static str, Device, &'static [&'static str])> =
         vec![("cpu", Device::flex(), &[])];
     #[cfg(feature = "wgpu")]
-    if let Some(wgpu) = common::wgpu_device() {
+    if let Some(wgpu) = test_support::wgpu_device() {
         d.push(("wgpu", wgpu, &["sd2", "gen_sd1"]));
     }
     d
@@ -142,7 +61,7 @@ fn run_cases(backend: &str, device: &Device, subset: &[&str]) {
             case["width"].as_u64().unwrap() as usize,
             case["height"].as_u64().unwrap() as usize,
         );
-        let r = refs(case["ref"].as_str().unwrap());
+        let r = load_refs(case["ref"].as_str().unwrap());
         let p = Pipeline::load(
             &fixtures().join("models").join(s("model")),
             &LoadOptions::new(device.clone()),
@@ -161,7 +80,7 @@ fn run_cases(backend: &str, device: &Device, subset: &[&str]) {
                 .unwrap();
             let out = inversion::sample(
                 &p,
-                tensor(&r["initial_latents"], &device),
+                r["initial_latents"].float(&device),
                 &cond,
                 n,
                 0,

@@ -26,6 +26,14 @@ pub enum ModelError {
         name: String,
         supported: &'static str,
     },
+    /// A config number that sizes the model is above this crate's limit (`sd_models::config`).
+    #[error("{path:?}: {field} = {value} is over the limit of {max}")]
+    OutOfRange {
+        path: PathBuf,
+        field: String,
+        value: usize,
+        max: usize,
+    },
     /// The tokenizer files could not be turned into a tokenizer.
     #[error("invalid tokenizer in {path:?}: {message}")]
     Tokenizer { path: PathBuf, message: String },

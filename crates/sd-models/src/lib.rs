@@ -10,9 +10,10 @@
 
 pub mod attention;
 pub mod clip;
+pub mod config;
+pub mod cpu;
 pub mod device;
 pub mod error;
-pub mod fused;
 pub mod layers;
 pub mod resnet;
 pub mod weights;

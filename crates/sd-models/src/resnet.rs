@@ -4,12 +4,10 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, Linear};
 use burn::tensor::activation::silu;
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
 
-use crate::fused::group_norm_silu;
-use crate::layers::{conv2d, conv2d_forward, group_norm, linear, upsample2x_conv3x3};
+use crate::cpu::{conv2d_forward, group_norm_silu, upsample_nearest_conv};
+use crate::layers::{conv2d, group_norm, linear};
 
 /// Two 3×3 convolutions with group norm and SiLU, the time embedding added in between (UNet only),
 /// and a 1×1 shortcut when the channel count changes.
@@ -112,15 +110,6 @@ impl Upsample2D {
     pub fn forward(&self, x: Tensor<4>, size: Option<[usize; 2]>) -> Tensor<4> {
         let [_, _, h, w] = x.dims();
         let size = size.unwrap_or([h * 2, w * 2]);
-        if size == [h * 2, w * 2]
-            && let Some(y) = upsample2x_conv3x3(&self.conv, &x)
-        {
-            return y;
-        }
-        let x = interpolate(
-            x,
-            InterpolateOptions::new(InterpolateMode::Nearest).with_output_size(size),
-        );
-        conv2d_forward(&self.conv, x)
+        upsample_nearest_conv(&self.conv, x, size)
     }
 }

@@ -14,7 +14,6 @@
 
 use sd_models::clip::ClipTextConfig;
 use sd_models::unet::UNetConfig;
-use sd_models::unet::config::{DownBlockType, UpBlockType};
 use sd_models::vae::VaeConfig;
 
 /// A `k`×`k` convolution producing `[batch, cout, h, w]`.
@@ -63,15 +62,9 @@ pub fn unet(config: &UNetConfig, batch: usize, h: usize, w: usize, text_tokens: 
     let ch = &config.block_out_channels;
     let n = ch.len();
     let temb = Some(4 * ch[0]);
-    let attn = |i: usize, c: usize, (h, w): (usize, usize)| {
-        transformer(
-            batch,
-            c,
-            h * w,
-            text_tokens,
-            r.cross_attention_dim[i],
-            r.transformer_layers[i],
-        )
+    // A block's spatial transformer at its channels `c` and resolution.
+    let attn = |context_dim: usize, layers: usize, c: usize, (h, w): (usize, usize)| {
+        transformer(batch, c, h * w, text_tokens, context_dim, layers)
     };
     let mut total = linear(batch, ch[0], 4 * ch[0]) + linear(batch, 4 * ch[0], 4 * ch[0]);
     total += conv(batch, config.in_channels, ch[0], 3, h, w);
@@ -79,10 +72,11 @@ pub fn unet(config: &UNetConfig, batch: usize, h: usize, w: usize, text_tokens: 
     let mut skips = vec![ch[0]];
     let mut cin = ch[0];
     for (i, &c) in ch.iter().enumerate() {
-        for _ in 0..r.layers_per_block[i] {
+        let block = &r.down[i];
+        for _ in 0..block.layers {
             total += resnet(batch, cin, c, size.0, size.1, temb);
-            if r.down[i] == DownBlockType::CrossAttn {
-                total += attn(i, c, size);
+            if block.kind.has_cross_attention() {
+                total += attn(block.cross_attention_dim, block.transformer_layers, c, size);
             }
             cin = c;
             skips.push(cin);
@@ -93,7 +87,9 @@ pub fn unet(config: &UNetConfig, batch: usize, h: usize, w: usize, text_tokens: 
             skips.push(cin);
         }
     }
-    total += 2 * resnet(batch, cin, cin, size.0, size.1, temb) + attn(n - 1, cin, size);
+    let mid = &r.mid;
+    total += 2 * resnet(batch, cin, cin, size.0, size.1, temb)
+        + attn(mid.cross_attention_dim, mid.transformer_layers, cin, size);
     let mut sizes: Vec<(usize, usize)> = Vec::new();
     let mut s = (h, w);
     for _ in 0..n {
@@ -102,11 +98,17 @@ pub fn unet(config: &UNetConfig, batch: usize, h: usize, w: usize, text_tokens: 
     }
     for i in 0..n {
         let j = n - 1 - i;
-        for _ in 0..r.layers_per_block[j] + 1 {
+        let block = &r.up[i];
+        for _ in 0..block.layers {
             let skip = skips.pop().unwrap_or(0);
             total += resnet(batch, cin + skip, ch[j], size.0, size.1, temb);
-            if r.up[i] == UpBlockType::CrossAttn {
-                total += attn(j, ch[j], size);
+            if block.kind.has_cross_attention() {
+                total += attn(
+                    block.cross_attention_dim,
+                    block.transformer_layers,
+                    ch[j],
+                    size,
+                );
             }
             cin = ch[j];
         }

@@ -237,10 +237,7 @@ impl Bench<'_> {
         let (p, (s, _)) = (&self.p, self.sides());
         let x = Tensor::<4>::random([2, 4, s, s], Distribution::Normal(0.0, 1.0), &self.device)
             .cast(p.dtype());
-        let dim = p
-            .unet_config()
-            .resolved(Path::new(&self.o.preset))?
-            .cross_attention_dim[0];
+        let dim = p.unet_config().cross_attention_dims()[0];
         let context =
             Tensor::<3>::random([2, 77, dim], Distribution::Normal(0.0, 1.0), &self.device)
                 .cast(p.dtype());

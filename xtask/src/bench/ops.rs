@@ -9,7 +9,7 @@ use burn::tensor::activation::{gelu, silu, softmax};
 use burn::tensor::module::{attention, interpolate, linear};
 use burn::tensor::ops::{AttentionModuleOptions, InterpolateMode, InterpolateOptions};
 use burn::tensor::{DType, Device, Distribution, Tensor};
-use sd_models::{fused, layers};
+use sd_models::{cpu, layers};
 use serde_json::{Value, json};
 
 use super::Options;
@@ -52,9 +52,10 @@ pub fn run(o: &Options, device: &Device) -> anyhow::Result<Vec<Value>> {
     };
 
     // Convolutions as the models run them: burn's `Conv2d::forward` and sd-models'
-    // `conv2d_forward` (im2col + one matmul on flex, see `sd_models::layers`). The UNet's first and
-    // deepest blocks (batch 2), then the VAE's widest layers at its image size (latent × 8, batch 1,
-    // as an edit runs them): 128 channels at full resolution, 256 at half, 512 at an eighth.
+    // `conv2d_forward` (im2col + one matmul on flex, see `sd_models::cpu::conv`). The UNet's
+    // first and deepest blocks (batch 2), then the VAE's widest layers at its image size
+    // (latent × 8, batch 1, as an edit runs them): 128 channels at full resolution, 256 at half,
+    // 512 at an eighth.
     let x = randn([b, c, s, s], device);
     let (cd, sd) = (1280, s.div_ceil(4));
     let xd = randn([b, cd, sd, sd], device);
@@ -75,7 +76,7 @@ pub fn run(o: &Options, device: &Device) -> anyhow::Result<Vec<Value>> {
         let flop = 2 * (n * cin * h * w * cin * 9) as u64;
         op(name, flop, &mut || conv.forward(input.clone()))?;
         op(&format!("{name}-im2col"), flop, &mut || {
-            layers::conv2d_forward(&conv, input.clone())
+            cpu::conv2d_forward(&conv, input.clone())
         })?;
     }
     // Group norm and SiLU at the VAE's 128-channel full-resolution maps.
@@ -88,9 +89,9 @@ pub fn run(o: &Options, device: &Device) -> anyhow::Result<Vec<Value>> {
     op(&format!("vae-silu-{cv}@{px}"), 0, &mut || {
         silu(input.clone())
     })?;
-    // What the models run: both in one pass (`sd_models::fused`).
+    // What the models run: both in one pass (`sd_models::cpu`).
     op(&format!("vae-group-norm-silu-{cv}@{px}"), 0, &mut || {
-        fused::group_norm_silu(&gn, input.clone())
+        cpu::group_norm_silu(&gn, input.clone())
     })?;
 
     let tokens = randn([b, n, c], device);
@@ -134,7 +135,7 @@ pub fn run(o: &Options, device: &Device) -> anyhow::Result<Vec<Value>> {
     let wide = randn([b, n, 4 * c], device);
     op("gelu", 0, &mut || gelu(wide.clone()).unsqueeze())?;
     let proj = randn([b, n, 8 * c], device);
-    op("geglu", 0, &mut || fused::geglu(proj.clone()).unsqueeze())?;
+    op("geglu", 0, &mut || cpu::geglu(proj.clone()).unsqueeze())?;
     // The transformer's proj_in reads the NCHW feature map as tokens through a transposed view.
     op(
         "linear-320-from-nchw",

@@ -10,8 +10,8 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 use super::config::{ClipTextConfig, HiddenAct};
+use crate::cpu;
 use crate::error::{ModelError, Result};
-use crate::fused;
 use crate::layers::{layer_norm, linear};
 use crate::weights;
 
@@ -142,8 +142,8 @@ impl ClipEncoderLayer {
         let x = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x));
         let h = self.mlp.fc1.forward(self.layer_norm2.forward(x.clone()));
         let h = match act {
-            HiddenAct::QuickGelu => fused::quick_gelu(h),
-            HiddenAct::Gelu => fused::gelu(h),
+            HiddenAct::QuickGelu => cpu::quick_gelu(h),
+            HiddenAct::Gelu => cpu::gelu(h),
             HiddenAct::GeluNew => gelu_approximate(h),
         };
         x + self.mlp.fc2.forward(h)

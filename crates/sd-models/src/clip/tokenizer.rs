@@ -56,6 +56,7 @@ pub struct ClipTokenizer {
     tokenizer: Tokenizer,
     dir: PathBuf,
     max_length: usize,
+    max_token_id: u32,
     bos_id: u32,
     eos_id: u32,
     pad_id: u32,
@@ -67,6 +68,7 @@ impl fmt::Debug for ClipTokenizer {
             .field("dir", &self.dir)
             .field("vocab_size", &self.tokenizer.get_vocab_size(true))
             .field("max_length", &self.max_length)
+            .field("max_token_id", &self.max_token_id)
             .field("bos_id", &self.bos_id)
             .field("eos_id", &self.eos_id)
             .field("pad_id", &self.pad_id)
@@ -117,7 +119,13 @@ impl ClipTokenizer {
                 .token_to_id(content)
                 .ok_or_else(|| invalid(dir, format!("{content:?} has no id in the vocabulary")))
         };
+        let max_token_id = tokenizer
+            .get_vocab(true)
+            .into_values()
+            .max()
+            .ok_or_else(|| invalid(dir, "the vocabulary is empty"))?;
         Ok(Self {
+            max_token_id,
             bos_id: id(&folder.bos_token)?,
             eos_id: id(&folder.eos_token)?,
             pad_id: id(&folder.pad_token)?,
@@ -157,6 +165,12 @@ impl ClipTokenizer {
     /// The number of ids per prompt (`model_max_length`, 77 for every Stable Diffusion).
     pub fn max_length(&self) -> usize {
         self.max_length
+    }
+
+    /// The largest id [`encode`](Self::encode) can emit: the highest of the vocabulary's and the
+    /// added and special tokens'. A text encoder needs `vocab_size` above it.
+    pub fn max_token_id(&self) -> u32 {
+        self.max_token_id
     }
 
     /// The id that fills a prompt after its end token.

@@ -4,6 +4,7 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
+use super::config::{DownBlockConfig, UpBlockConfig};
 use super::transformer::{Transformer2DModel, TransformerSpec};
 use crate::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
 
@@ -15,58 +16,42 @@ pub struct BlockSpec {
     pub eps: f64,
 }
 
-/// A down block: resnets (each followed by a spatial transformer in the cross-attention variant),
-/// then an optional stride-2 downsampler. Every intermediate output is kept as a skip connection.
+/// `CrossAttnDownBlock2D` or `DownBlock2D` (the same without `attentions`): resnets, each followed
+/// by a spatial transformer in the cross-attention variant, then an optional stride-2 downsampler.
+/// Every intermediate output is kept as a skip connection.
 #[derive(Module, Debug)]
-pub struct DownBlock2D {
+pub struct DownBlock {
     pub resnets: Vec<ResnetBlock2D>,
+    /// One per resnet in `CrossAttnDownBlock2D`, empty in `DownBlock2D`.
     pub attentions: Vec<Transformer2DModel>,
     pub downsamplers: Vec<Downsample2D>,
 }
 
-/// `CrossAttnDownBlock2D` or `DownBlock2D` (which is the same without `attentions`).
-#[derive(Module, Debug)]
-pub enum DownBlock {
-    CrossAttn(DownBlock2D),
-    Plain(DownBlock2D),
-}
-
 impl DownBlock {
-    #[allow(clippy::too_many_arguments)]
+    /// `cin` input channels to `block.out_channels`; `transformer` for the cross-attention variant.
     pub fn new(
         cin: usize,
-        cout: usize,
-        layers: usize,
+        block: &DownBlockConfig,
         transformer: Option<TransformerSpec>,
         downsample: bool,
         padding: usize,
         s: BlockSpec,
         device: &Device,
     ) -> Self {
-        let block = DownBlock2D {
-            resnets: (0..layers)
+        let cout = block.out_channels;
+        Self {
+            resnets: (0..block.layers)
                 .map(|i| {
                     let c = if i == 0 { cin } else { cout };
                     ResnetBlock2D::new(c, cout, Some(s.temb), s.groups, s.eps, device)
                 })
                 .collect(),
-            attentions: transformer
-                .map(|t| {
-                    (0..layers)
-                        .map(|_| Transformer2DModel::new(t, device))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            attentions: transformers(transformer, block.layers, device),
             downsamplers: if downsample {
                 vec![Downsample2D::new(cout, padding, device)]
             } else {
                 vec![]
             },
-        };
-        if transformer.is_some() {
-            Self::CrossAttn(block)
-        } else {
-            Self::Plain(block)
         }
     }
 
@@ -78,15 +63,14 @@ impl DownBlock {
         context: &Tensor<3>,
         skips: &mut Vec<Tensor<4>>,
     ) -> Tensor<4> {
-        let (Self::CrossAttn(b) | Self::Plain(b)) = self;
-        for (i, resnet) in b.resnets.iter().enumerate() {
+        for (i, resnet) in self.resnets.iter().enumerate() {
             x = resnet.forward(x, Some(temb));
-            if let Some(attn) = b.attentions.get(i) {
+            if let Some(attn) = self.attentions.get(i) {
                 x = attn.forward(x, context);
             }
             skips.push(x.clone());
         }
-        for down in &b.downsamplers {
+        for down in &self.downsamplers {
             x = down.forward(x);
             skips.push(x.clone());
         }
@@ -94,36 +78,30 @@ impl DownBlock {
     }
 }
 
-/// An up block: each resnet takes the running features concatenated with one skip connection.
+/// `CrossAttnUpBlock2D` or `UpBlock2D` (the same without `attentions`): each resnet takes the
+/// running features concatenated with one skip connection.
 #[derive(Module, Debug)]
-pub struct UpBlock2D {
+pub struct UpBlock {
     pub resnets: Vec<ResnetBlock2D>,
+    /// One per resnet in `CrossAttnUpBlock2D`, empty in `UpBlock2D`.
     pub attentions: Vec<Transformer2DModel>,
     pub upsamplers: Vec<Upsample2D>,
-}
-
-/// `CrossAttnUpBlock2D` or `UpBlock2D`.
-#[derive(Module, Debug)]
-pub enum UpBlock {
-    CrossAttn(UpBlock2D),
-    Plain(UpBlock2D),
 }
 
 impl UpBlock {
     /// `prev`: channels coming from below; `skip_in`: channels of the last skip this block takes;
     /// each resnet `i` gets `[running ‖ skip]` channels as diffusers wires them.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         prev: usize,
         skip_in: usize,
-        cout: usize,
-        layers: usize,
+        block: &UpBlockConfig,
         transformer: Option<TransformerSpec>,
         upsample: bool,
         s: BlockSpec,
         device: &Device,
     ) -> Self {
-        let block = UpBlock2D {
+        let (cout, layers) = (block.out_channels, block.layers);
+        Self {
             resnets: (0..layers)
                 .map(|i| {
                     let skip = if i == layers - 1 { skip_in } else { cout };
@@ -131,29 +109,17 @@ impl UpBlock {
                     ResnetBlock2D::new(running + skip, cout, Some(s.temb), s.groups, s.eps, device)
                 })
                 .collect(),
-            attentions: transformer
-                .map(|t| {
-                    (0..layers)
-                        .map(|_| Transformer2DModel::new(t, device))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            attentions: transformers(transformer, layers, device),
             upsamplers: if upsample {
                 vec![Upsample2D::new(cout, device)]
             } else {
                 vec![]
             },
-        };
-        if transformer.is_some() {
-            Self::CrossAttn(block)
-        } else {
-            Self::Plain(block)
         }
     }
 
     pub fn num_resnets(&self) -> usize {
-        let (Self::CrossAttn(b) | Self::Plain(b)) = self;
-        b.resnets.len()
+        self.resnets.len()
     }
 
     /// Consumes skips from the end of `skips`; upsamples to `upsample_size` (the next skip's size).
@@ -165,21 +131,34 @@ impl UpBlock {
         skips: &mut Vec<Tensor<4>>,
         upsample_size: Option<[usize; 2]>,
     ) -> Tensor<4> {
-        let (Self::CrossAttn(b) | Self::Plain(b)) = self;
-        for (i, resnet) in b.resnets.iter().enumerate() {
+        for (i, resnet) in self.resnets.iter().enumerate() {
             let skip = skips
                 .pop()
                 .expect("the UNet pushes one skip per up-block resnet");
             x = resnet.forward(Tensor::cat(vec![x, skip], 1), Some(temb));
-            if let Some(attn) = b.attentions.get(i) {
+            if let Some(attn) = self.attentions.get(i) {
                 x = attn.forward(x, context);
             }
         }
-        for up in &b.upsamplers {
+        for up in &self.upsamplers {
             x = up.forward(x, upsample_size);
         }
         x
     }
+}
+
+/// `layers` spatial transformers for a cross-attention block, none for a plain one.
+fn transformers(
+    spec: Option<TransformerSpec>,
+    layers: usize,
+    device: &Device,
+) -> Vec<Transformer2DModel> {
+    spec.map(|t| {
+        (0..layers)
+            .map(|_| Transformer2DModel::new(t, device))
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// `UNetMidBlock2DCrossAttn`: resnet, then (transformer, resnet) pairs.

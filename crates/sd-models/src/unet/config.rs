@@ -1,208 +1,192 @@
 //! `UNetConfig`: `unet/config.json` of diffusers' `UNet2DConditionModel`.
 //!
-//! Fields that may be a number or a per-block list (`attention_head_dim`, `layers_per_block`,
-//! `transformer_layers_per_block`, `cross_attention_dim`, `num_attention_heads`) are resolved to
-//! per-down-block lists by [`UNetConfig::resolved`]. Options this port does not implement are
-//! rejected by name rather than ignored.
+//! Block types and the activation deserialise into enums of what this port implements; fields that
+//! may be a number or a per-block list (`attention_head_dim`, `layers_per_block`,
+//! `transformer_layers_per_block`, `cross_attention_dim`, `num_attention_heads`) are resolved to one
+//! [`BlockConfig`] per block by [`UNetConfig::resolved`]. Options this port does not implement are
+//! rejected by name rather than ignored ([`UNetConfig::check_supported`]), and numbers that size
+//! the model are bounded (`crate::config`'s limits).
+
+mod per_block;
+mod supported;
 
 use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::error::{ModelError, Result};
+pub use per_block::{
+    BlockConfig, DownBlockConfig, MidBlockConfig, PerBlock, ResolvedUNet, UpBlockConfig,
+};
 
-/// A number, or one number per down block.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum PerBlock {
-    One(usize),
-    Many(Vec<usize>),
+pub use crate::config::ActFn;
+use crate::config::{self as shared, Choice};
+use crate::error::Result;
+
+/// The down blocks of the UNet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum DownBlockType {
+    /// Resnets, each followed by a spatial transformer.
+    #[serde(rename = "CrossAttnDownBlock2D")]
+    CrossAttn,
+    #[serde(rename = "DownBlock2D")]
+    Plain,
 }
 
-impl PerBlock {
-    fn expand(&self, n: usize, field: &str, path: &Path) -> Result<Vec<usize>> {
-        match self {
-            Self::One(v) => Ok(vec![*v; n]),
-            Self::Many(v) if v.len() == n => Ok(v.clone()),
-            Self::Many(v) => Err(ModelError::config(
-                path,
-                format!("{field} has {} entries for {n} blocks", v.len()),
-            )),
+impl Choice for DownBlockType {
+    const FIELD: &'static str = "down_block_types";
+    const SUPPORTED: &'static str = "CrossAttnDownBlock2D, DownBlock2D";
+}
+
+/// The up blocks of the UNet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum UpBlockType {
+    /// Resnets, each followed by a spatial transformer.
+    #[serde(rename = "CrossAttnUpBlock2D")]
+    CrossAttn,
+    #[serde(rename = "UpBlock2D")]
+    Plain,
+}
+
+impl Choice for UpBlockType {
+    const FIELD: &'static str = "up_block_types";
+    const SUPPORTED: &'static str = "CrossAttnUpBlock2D, UpBlock2D";
+}
+
+/// The mid block of the UNet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum MidBlockType {
+    /// Resnet, then (spatial transformer, resnet).
+    #[default]
+    #[serde(rename = "UNetMidBlock2DCrossAttn")]
+    CrossAttn,
+}
+
+impl Choice for MidBlockType {
+    const FIELD: &'static str = "mid_block_type";
+    const SUPPORTED: &'static str = "UNetMidBlock2DCrossAttn";
+}
+
+impl DownBlockType {
+    /// Whether the block has spatial transformers.
+    pub fn has_cross_attention(self) -> bool {
+        self == Self::CrossAttn
+    }
+}
+
+impl UpBlockType {
+    /// Whether the block has spatial transformers.
+    pub fn has_cross_attention(self) -> bool {
+        self == Self::CrossAttn
+    }
+}
+
+/// The fields of a `UNet2DConditionModel` config; absent fields take diffusers' defaults.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct UNetConfig {
+    pub sample_size: Option<usize>,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub flip_sin_to_cos: bool,
+    pub freq_shift: usize,
+    pub down_block_types: Vec<DownBlockType>,
+    pub up_block_types: Vec<UpBlockType>,
+    pub mid_block_type: MidBlockType,
+    pub block_out_channels: Vec<usize>,
+    pub layers_per_block: PerBlock,
+    pub downsample_padding: usize,
+    pub mid_block_scale_factor: f64,
+    pub act_fn: ActFn,
+    pub norm_num_groups: usize,
+    pub norm_eps: f64,
+    pub cross_attention_dim: PerBlock,
+    pub transformer_layers_per_block: PerBlock,
+    pub attention_head_dim: PerBlock,
+    pub num_attention_heads: Option<PerBlock>,
+    pub use_linear_projection: bool,
+    pub upcast_attention: bool,
+    // Options rejected when set to anything but their SD value.
+    pub center_input_sample: bool,
+    pub only_cross_attention: serde_json::Value,
+    pub dual_cross_attention: bool,
+    pub class_embed_type: Option<String>,
+    pub addition_embed_type: Option<String>,
+    pub num_class_embeds: Option<usize>,
+    pub encoder_hid_dim: Option<usize>,
+    pub time_cond_proj_dim: Option<usize>,
+    pub time_embedding_type: String,
+    pub resnet_time_scale_shift: String,
+    pub conv_in_kernel: usize,
+    pub conv_out_kernel: usize,
+    pub attention_type: String,
+}
+
+/// diffusers' `UNet2DConditionModel.__init__` defaults (Stable Diffusion 1.x's layout).
+impl Default for UNetConfig {
+    fn default() -> Self {
+        use DownBlockType as D;
+        use UpBlockType as U;
+        Self {
+            sample_size: None,
+            in_channels: 4,
+            out_channels: 4,
+            flip_sin_to_cos: true,
+            freq_shift: 0,
+            down_block_types: vec![D::CrossAttn, D::CrossAttn, D::CrossAttn, D::Plain],
+            up_block_types: vec![U::Plain, U::CrossAttn, U::CrossAttn, U::CrossAttn],
+            mid_block_type: MidBlockType::CrossAttn,
+            block_out_channels: vec![320, 640, 1280, 1280],
+            layers_per_block: PerBlock::One(2),
+            downsample_padding: 1,
+            mid_block_scale_factor: 1.0,
+            act_fn: ActFn::Silu,
+            norm_num_groups: 32,
+            norm_eps: 1e-5,
+            cross_attention_dim: PerBlock::One(1280),
+            transformer_layers_per_block: PerBlock::One(1),
+            attention_head_dim: PerBlock::One(8),
+            num_attention_heads: None,
+            use_linear_projection: false,
+            upcast_attention: false,
+            center_input_sample: false,
+            only_cross_attention: serde_json::Value::Null,
+            dual_cross_attention: false,
+            class_embed_type: None,
+            addition_embed_type: None,
+            num_class_embeds: None,
+            encoder_hid_dim: None,
+            time_cond_proj_dim: None,
+            time_embedding_type: "positional".into(),
+            resnet_time_scale_shift: "default".into(),
+            conv_in_kernel: 3,
+            conv_out_kernel: 3,
+            attention_type: "default".into(),
         }
     }
 }
 
-/// The down blocks of the UNet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DownBlockType {
-    CrossAttn,
-    Plain,
-}
-
-/// The up blocks of the UNet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpBlockType {
-    CrossAttn,
-    Plain,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct UNetConfig {
-    #[serde(default)]
-    pub sample_size: Option<usize>,
-    #[serde(default = "four")]
-    pub in_channels: usize,
-    #[serde(default = "four")]
-    pub out_channels: usize,
-    #[serde(default = "yes")]
-    pub flip_sin_to_cos: bool,
-    #[serde(default)]
-    pub freq_shift: usize,
-    pub down_block_types: Vec<String>,
-    pub up_block_types: Vec<String>,
-    #[serde(default = "d_mid")]
-    pub mid_block_type: Option<String>,
-    pub block_out_channels: Vec<usize>,
-    #[serde(default = "two")]
-    pub layers_per_block: PerBlock,
-    #[serde(default = "one")]
-    pub downsample_padding: usize,
-    #[serde(default = "one_f")]
-    pub mid_block_scale_factor: f64,
-    #[serde(default = "d_act")]
-    pub act_fn: String,
-    #[serde(default = "d_groups")]
-    pub norm_num_groups: usize,
-    #[serde(default = "d_eps")]
-    pub norm_eps: f64,
-    #[serde(default = "d_cross")]
-    pub cross_attention_dim: PerBlock,
-    #[serde(default = "one_pb")]
-    pub transformer_layers_per_block: PerBlock,
-    #[serde(default = "d_head")]
-    pub attention_head_dim: PerBlock,
-    #[serde(default)]
-    pub num_attention_heads: Option<PerBlock>,
-    #[serde(default)]
-    pub use_linear_projection: bool,
-    #[serde(default)]
-    pub upcast_attention: bool,
-    // Options rejected when set to anything but their SD value.
-    #[serde(default)]
-    pub center_input_sample: bool,
-    #[serde(default)]
-    pub only_cross_attention: serde_json::Value,
-    #[serde(default)]
-    pub dual_cross_attention: bool,
-    #[serde(default)]
-    pub class_embed_type: Option<String>,
-    #[serde(default)]
-    pub addition_embed_type: Option<String>,
-    #[serde(default)]
-    pub num_class_embeds: Option<usize>,
-    #[serde(default)]
-    pub encoder_hid_dim: Option<usize>,
-    #[serde(default)]
-    pub time_cond_proj_dim: Option<usize>,
-    #[serde(default = "d_time_type")]
-    pub time_embedding_type: String,
-    #[serde(default = "d_shift")]
-    pub resnet_time_scale_shift: String,
-    #[serde(default = "three")]
-    pub conv_in_kernel: usize,
-    #[serde(default = "three")]
-    pub conv_out_kernel: usize,
-    #[serde(default = "d_attn_type")]
-    pub attention_type: String,
-}
-
-fn one() -> usize {
-    1
-}
-fn three() -> usize {
-    3
-}
-fn four() -> usize {
-    4
-}
-fn yes() -> bool {
-    true
-}
-fn one_f() -> f64 {
-    1.0
-}
-fn two() -> PerBlock {
-    PerBlock::One(2)
-}
-fn one_pb() -> PerBlock {
-    PerBlock::One(1)
-}
-fn d_cross() -> PerBlock {
-    PerBlock::One(1280)
-}
-fn d_head() -> PerBlock {
-    PerBlock::One(8)
-}
-fn d_mid() -> Option<String> {
-    Some("UNetMidBlock2DCrossAttn".into())
-}
-fn d_act() -> String {
-    "silu".into()
-}
-fn d_groups() -> usize {
-    32
-}
-fn d_eps() -> f64 {
-    1e-5
-}
-fn d_time_type() -> String {
-    "positional".into()
-}
-fn d_shift() -> String {
-    "default".into()
-}
-fn d_attn_type() -> String {
-    "default".into()
-}
-
-/// Per-down-block values after number-or-list resolution.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ResolvedUNet {
-    pub down: Vec<DownBlockType>,
-    pub up: Vec<UpBlockType>,
-    pub layers_per_block: Vec<usize>,
-    pub transformer_layers: Vec<usize>,
-    pub heads: Vec<usize>,
-    pub cross_attention_dim: Vec<usize>,
-}
-
 impl UNetConfig {
+    /// Reads and checks `unet/config.json`: every option supported, every size within its limit.
     pub fn from_file(path: &Path) -> Result<Self> {
-        if !path.is_file() {
-            return Err(ModelError::MissingFile {
-                path: path.to_path_buf(),
-                what: "UNet config".into(),
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        let config: Self =
-            serde_json::from_str(&text).map_err(|e| ModelError::config(path, e.to_string()))?;
+        let json = shared::read_json(path, "UNet config")?;
+        shared::check_choice::<DownBlockType>(&json, path)?;
+        shared::check_choice::<UpBlockType>(&json, path)?;
+        shared::check_choice::<MidBlockType>(&json, path)?;
+        shared::check_choice::<ActFn>(&json, path)?;
+        let config: Self = shared::parse(json, path)?;
         config.resolved(path)?;
         Ok(config)
     }
 
     fn sd(heads: PerBlock, cross: usize, linear: bool, upcast: bool, sample: usize) -> Self {
-        serde_json::from_value(serde_json::json!({
-            "sample_size": sample,
-            "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-            "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-            "block_out_channels": [320, 640, 1280, 1280],
-            "cross_attention_dim": cross,
-            "attention_head_dim": match heads { PerBlock::One(h) => serde_json::json!(h), PerBlock::Many(v) => serde_json::json!(v) },
-            "use_linear_projection": linear,
-            "upcast_attention": upcast,
-        }))
-        .expect("preset is valid")
+        Self {
+            sample_size: Some(sample),
+            cross_attention_dim: PerBlock::One(cross),
+            attention_head_dim: heads,
+            use_linear_projection: linear,
+            upcast_attention: upcast,
+            ..Self::default()
+        }
     }
 
     /// Stable Diffusion 1.5's UNet.
@@ -220,188 +204,107 @@ impl UNetConfig {
         Self::sd(PerBlock::Many(vec![5, 10, 20, 20]), 1024, true, true, 96)
     }
 
-    /// Checks every option and resolves per-block values. `path` names the config in errors.
+    /// The width of the text states each block attends to, per down block (one value when the
+    /// config gives one for all): what the text encoder's `hidden_size` must equal.
+    pub fn cross_attention_dims(&self) -> Vec<usize> {
+        match &self.cross_attention_dim {
+            PerBlock::One(d) => vec![*d; self.block_out_channels.len()],
+            PerBlock::Many(v) => v.clone(),
+        }
+    }
+
+    /// Checks every option ([`check_supported`](Self::check_supported)) and resolves the blocks.
+    /// `path` names the config in errors.
     pub fn resolved(&self, path: &Path) -> Result<ResolvedUNet> {
-        let n = self.block_out_channels.len();
-        let unsupported = |what: &'static str, name: String, supported: &'static str| {
-            Err(ModelError::Unsupported {
-                path: path.to_path_buf(),
-                what,
-                name,
-                supported,
-            })
-        };
-        if n == 0 || self.down_block_types.len() != n || self.up_block_types.len() != n {
-            return Err(ModelError::config(
-                path,
-                format!(
-                    "{} down and {} up block types for {n} block_out_channels",
-                    self.down_block_types.len(),
-                    self.up_block_types.len()
-                ),
-            ));
-        }
-        let mut down = Vec::new();
-        for t in &self.down_block_types {
-            down.push(match t.as_str() {
-                "CrossAttnDownBlock2D" => DownBlockType::CrossAttn,
-                "DownBlock2D" => DownBlockType::Plain,
-                _ => {
-                    return unsupported(
-                        "down block type",
-                        t.clone(),
-                        "CrossAttnDownBlock2D, DownBlock2D",
-                    );
+        self.check_supported(path)?;
+        self.check_sizes(path)?;
+        self.blocks(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ModelError;
+
+    fn parse(json: serde_json::Value) -> Result<UNetConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, json.to_string()).unwrap();
+        UNetConfig::from_file(&path)
+    }
+
+    #[test]
+    fn defaults_are_diffusers_and_the_sd15_preset() {
+        let config = parse(serde_json::json!({"sample_size": 64, "cross_attention_dim": 768}));
+        assert_eq!(config.unwrap(), UNetConfig::sd15());
+        assert_eq!(UNetConfig::sd15().cross_attention_dims(), [768; 4]);
+    }
+
+    #[test]
+    fn unsupported_block_types_name_the_value_and_the_supported_ones() {
+        let e = parse(serde_json::json!({
+            "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                                 "SimpleCrossAttnDownBlock2D", "DownBlock2D"],
+        }))
+        .unwrap_err();
+        assert!(
+            matches!(&e, ModelError::Unsupported { what: "down_block_types", name, .. }
+                if name == "SimpleCrossAttnDownBlock2D"),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("CrossAttnDownBlock2D, DownBlock2D"),
+            "{e}"
+        );
+        let e = parse(serde_json::json!({"mid_block_type": null})).unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                ModelError::Unsupported {
+                    what: "mid_block_type",
+                    ..
                 }
-            });
-        }
-        let mut up = Vec::new();
-        for t in &self.up_block_types {
-            up.push(match t.as_str() {
-                "CrossAttnUpBlock2D" => UpBlockType::CrossAttn,
-                "UpBlock2D" => UpBlockType::Plain,
-                _ => {
-                    return unsupported(
-                        "up block type",
-                        t.clone(),
-                        "CrossAttnUpBlock2D, UpBlock2D",
-                    );
-                }
-            });
-        }
-        match self.mid_block_type.as_deref() {
-            Some("UNetMidBlock2DCrossAttn") => {}
-            other => {
-                return unsupported(
-                    "mid_block_type",
-                    format!("{other:?}"),
-                    "UNetMidBlock2DCrossAttn",
-                );
-            }
-        }
-        let checks: [(&'static str, bool, String, &'static str); 12] = [
-            ("act_fn", self.act_fn == "silu", self.act_fn.clone(), "silu"),
-            (
-                "center_input_sample",
-                !self.center_input_sample,
-                "true".into(),
-                "false",
             ),
+            "{e}"
+        );
+        let e = parse(serde_json::json!({"act_fn": "gelu"})).unwrap_err();
+        assert!(
+            matches!(&e, ModelError::Unsupported { what: "act_fn", .. }),
+            "{e}"
+        );
+        let e = parse(serde_json::json!({"mid_block_scale_factor": 1.5})).unwrap_err();
+        assert!(
+            matches!(&e, ModelError::Unsupported { what: "mid_block_scale_factor", name, .. }
+                if name == "1.5"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn absurd_sizes_name_the_field() {
+        for (field, value) in [
+            ("layers_per_block", serde_json::json!(1_000_000_000)),
             (
-                "only_cross_attention",
-                matches!(
-                    &self.only_cross_attention,
-                    serde_json::Value::Null | serde_json::Value::Bool(false)
-                ),
-                self.only_cross_attention.to_string(),
-                "false",
+                "block_out_channels",
+                serde_json::json!([320, 640, 1_000_000_000, 1280]),
             ),
+            ("cross_attention_dim", serde_json::json!(1_000_000_000)),
             (
-                "dual_cross_attention",
-                !self.dual_cross_attention,
-                "true".into(),
-                "false",
-            ),
-            (
-                "class_embed_type",
-                self.class_embed_type.is_none(),
-                format!("{:?}", self.class_embed_type),
-                "null",
-            ),
-            (
-                "addition_embed_type",
-                self.addition_embed_type.is_none(),
-                format!("{:?}", self.addition_embed_type),
-                "null",
-            ),
-            (
-                "num_class_embeds",
-                self.num_class_embeds.is_none(),
-                format!("{:?}", self.num_class_embeds),
-                "null",
-            ),
-            (
-                "encoder_hid_dim",
-                self.encoder_hid_dim.is_none(),
-                format!("{:?}", self.encoder_hid_dim),
-                "null",
-            ),
-            (
-                "time_cond_proj_dim",
-                self.time_cond_proj_dim.is_none(),
-                format!("{:?}", self.time_cond_proj_dim),
-                "null",
-            ),
-            (
-                "time_embedding_type",
-                self.time_embedding_type == "positional",
-                self.time_embedding_type.clone(),
-                "positional",
-            ),
-            (
-                "resnet_time_scale_shift",
-                self.resnet_time_scale_shift == "default",
-                self.resnet_time_scale_shift.clone(),
-                "default",
-            ),
-            (
-                "attention_type",
-                self.attention_type == "default",
-                self.attention_type.clone(),
-                "default",
-            ),
-        ];
-        for (what, ok, name, supported) in checks {
-            if !ok {
-                return unsupported(what, name, supported);
-            }
-        }
-        if self.conv_in_kernel != 3 || self.conv_out_kernel != 3 {
-            return unsupported(
-                "conv_in_kernel/conv_out_kernel",
-                format!("{}/{}", self.conv_in_kernel, self.conv_out_kernel),
-                "3",
-            );
-        }
-        let heads = self
-            .num_attention_heads
-            .as_ref()
-            .unwrap_or(&self.attention_head_dim)
-            .expand(n, "attention_head_dim", path)?;
-        let resolved = ResolvedUNet {
-            down,
-            up,
-            layers_per_block: self.layers_per_block.expand(n, "layers_per_block", path)?,
-            transformer_layers: self.transformer_layers_per_block.expand(
-                n,
                 "transformer_layers_per_block",
-                path,
-            )?,
-            heads,
-            cross_attention_dim: self
-                .cross_attention_dim
-                .expand(n, "cross_attention_dim", path)?,
-        };
-        let g = self.norm_num_groups;
-        for (i, &c) in self.block_out_channels.iter().enumerate() {
-            if g == 0 || !c.is_multiple_of(g) {
-                return Err(ModelError::config(
-                    path,
-                    format!(
-                        "block_out_channels[{i}] = {c} is not divisible by norm_num_groups {g}"
-                    ),
-                ));
-            }
-            let h = resolved.heads[i];
-            if h == 0 || !c.is_multiple_of(h) {
-                return Err(ModelError::config(
-                    path,
-                    format!(
-                        "block_out_channels[{i}] = {c} is not divisible by its {h} attention heads"
-                    ),
-                ));
-            }
+                serde_json::json!(1_000_000_000),
+            ),
+            ("attention_head_dim", serde_json::json!(1_000_000_000)),
+            ("in_channels", serde_json::json!(1_000_000_000)),
+            ("sample_size", serde_json::json!(1_000_000_000)),
+        ] {
+            let e = parse(serde_json::json!({ field: value })).unwrap_err();
+            assert!(
+                matches!(&e, ModelError::OutOfRange { field: f, value: 1_000_000_000, .. }
+                    if f.starts_with(field)),
+                "{field}: {e}"
+            );
+            assert!(e.to_string().contains("config.json"), "{e}");
         }
-        Ok(resolved)
     }
 }

@@ -15,12 +15,12 @@ use burn::tensor::{DType, Device, Tensor};
 
 pub use config::{PerBlock, UNetConfig};
 
+use crate::cpu::{conv2d_forward, group_norm_silu};
 use crate::error::{ModelError, Result};
-use crate::fused::group_norm_silu;
-use crate::layers::{conv2d, conv2d_forward, group_norm};
+use crate::layers::{conv2d, group_norm};
 use crate::weights;
 use blocks::{BlockSpec, DownBlock, MidBlock2DCrossAttn, UpBlock};
-use config::{DownBlockType, UpBlockType};
+use config::BlockConfig;
 use embeddings::{TimestepEmbedding, timestep_features};
 use transformer::TransformerSpec;
 
@@ -50,58 +50,37 @@ impl UNet2DConditionModel {
             groups: config.norm_num_groups,
             eps: config.norm_eps,
         };
-        let spec = |i: usize, layers: usize, channels: usize| TransformerSpec {
-            channels,
-            heads: r.heads[i],
-            layers,
-            context_dim: r.cross_attention_dim[i],
-            groups: config.norm_num_groups,
-            use_linear_projection: config.use_linear_projection,
-            upcast_attention: config.upcast_attention,
-        };
-        let down_blocks = (0..n)
-            .map(|i| {
+        let down_blocks = r
+            .down
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
                 let cin = if i == 0 { ch[0] } else { ch[i - 1] };
-                let t = (r.down[i] == DownBlockType::CrossAttn)
-                    .then(|| spec(i, r.transformer_layers[i], ch[i]));
-                DownBlock::new(
-                    cin,
-                    ch[i],
-                    r.layers_per_block[i],
-                    t,
-                    i + 1 < n,
-                    config.downsample_padding,
-                    s,
-                    device,
-                )
+                let t = b
+                    .kind
+                    .has_cross_attention()
+                    .then(|| transformer_spec(b, config));
+                let downsample = i + 1 < n;
+                DownBlock::new(cin, b, t, downsample, config.downsample_padding, s, device)
             })
             .collect();
-        let mid_block = MidBlock2DCrossAttn::new(
-            ch[n - 1],
-            spec(n - 1, r.transformer_layers[n - 1], ch[n - 1]),
-            s,
-            device,
-        );
+        let mid_block =
+            MidBlock2DCrossAttn::new(ch[n - 1], transformer_spec(&r.mid, config), s, device);
         // Up block i mirrors down block n−1−i.
-        let up_blocks = (0..n)
-            .map(|i| {
-                let j = n - 1 - i;
-                let prev = if i == 0 { ch[n - 1] } else { ch[j + 1] };
-                let skip_in = ch[j.saturating_sub(1)];
-                let t = (r.up[i] == UpBlockType::CrossAttn)
-                    .then(|| spec(j, r.transformer_layers[j], ch[j]));
-                UpBlock::new(
-                    prev,
-                    skip_in,
-                    ch[j],
-                    r.layers_per_block[j] + 1,
-                    t,
-                    i + 1 < n,
-                    s,
-                    device,
-                )
-            })
-            .collect();
+        let up_blocks =
+            r.up.iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    let j = n - 1 - i;
+                    let prev = if i == 0 { ch[n - 1] } else { ch[j + 1] };
+                    let skip_in = ch[j.saturating_sub(1)];
+                    let t = b
+                        .kind
+                        .has_cross_attention()
+                        .then(|| transformer_spec(b, config));
+                    UpBlock::new(prev, skip_in, b, t, i + 1 < n, s, device)
+                })
+                .collect();
         Ok(Self {
             time_embedding: TimestepEmbedding::new(ch[0], temb, device),
             conv_in: conv2d(config.in_channels, ch[0], 3, 1, 1, device),
@@ -214,5 +193,18 @@ impl UNet2DConditionModel {
             x = block.forward(x, temb, context, &mut skips, size);
         }
         conv2d_forward(&self.conv_out, group_norm_silu(&self.conv_norm_out, x))
+    }
+}
+
+/// The spatial transformer of a cross-attention block.
+fn transformer_spec<T>(b: &BlockConfig<T>, config: &UNetConfig) -> TransformerSpec {
+    TransformerSpec {
+        channels: b.out_channels,
+        heads: b.heads,
+        layers: b.transformer_layers,
+        context_dim: b.cross_attention_dim,
+        groups: config.norm_num_groups,
+        use_linear_projection: config.use_linear_projection,
+        upcast_attention: config.upcast_attention,
     }
 }

@@ -1,13 +1,13 @@
 //! `Transformer2DModel` and `BasicTransformerBlock` of diffusers: the spatial transformer that
 //! lets every latent pixel attend to the others and to the prompt.
 
-use crate::fused::geglu;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, LayerNorm, Linear};
 use burn::tensor::{Device, Tensor};
 
 use crate::attention::Attention;
+use crate::cpu::geglu;
 use crate::layers::{conv2d, group_norm, layer_norm, linear};
 
 /// GEGLU (Shazeer, arXiv 2002.05202): one projection to twice the width, half gating the other

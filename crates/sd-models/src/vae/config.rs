@@ -4,87 +4,89 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub use crate::config::ActFn;
+use crate::config::{
+    self as shared, Choice, MAX_BLOCKS, MAX_CHANNELS, MAX_IMAGE_SIZE, MAX_LAYERS, at_most,
+    each_at_most,
+};
 use crate::error::{ModelError, Result};
 
+/// The encoder's down blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum EncoderBlockType {
+    #[serde(rename = "DownEncoderBlock2D")]
+    DownEncoder,
+}
+
+impl Choice for EncoderBlockType {
+    const FIELD: &'static str = "down_block_types";
+    const SUPPORTED: &'static str = "DownEncoderBlock2D";
+}
+
+/// The decoder's up blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum DecoderBlockType {
+    #[serde(rename = "UpDecoderBlock2D")]
+    UpDecoder,
+}
+
+impl Choice for DecoderBlockType {
+    const FIELD: &'static str = "up_block_types";
+    const SUPPORTED: &'static str = "UpDecoderBlock2D";
+}
+
+/// The fields of an `AutoencoderKL` config; absent fields take diffusers' defaults.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct VaeConfig {
-    #[serde(default = "three")]
     pub in_channels: usize,
-    #[serde(default = "three")]
     pub out_channels: usize,
-    #[serde(default = "d_down")]
-    pub down_block_types: Vec<String>,
-    #[serde(default = "d_up")]
-    pub up_block_types: Vec<String>,
-    #[serde(default = "d_channels")]
+    pub down_block_types: Vec<EncoderBlockType>,
+    pub up_block_types: Vec<DecoderBlockType>,
     pub block_out_channels: Vec<usize>,
-    #[serde(default = "one")]
     pub layers_per_block: usize,
-    #[serde(default = "d_act")]
-    pub act_fn: String,
-    #[serde(default = "four")]
+    pub act_fn: ActFn,
     pub latent_channels: usize,
-    #[serde(default = "d_groups")]
     pub norm_num_groups: usize,
-    #[serde(default = "d_sample")]
     pub sample_size: usize,
-    #[serde(default = "d_scaling")]
     pub scaling_factor: f64,
-    #[serde(default)]
     pub shift_factor: Option<f64>,
-    #[serde(default = "yes")]
     pub use_quant_conv: bool,
-    #[serde(default = "yes")]
     pub use_post_quant_conv: bool,
-    #[serde(default = "yes")]
     pub mid_block_add_attention: bool,
 }
 
-fn three() -> usize {
-    3
-}
-fn four() -> usize {
-    4
-}
-fn one() -> usize {
-    1
-}
-fn yes() -> bool {
-    true
-}
-fn d_down() -> Vec<String> {
-    vec!["DownEncoderBlock2D".into()]
-}
-fn d_up() -> Vec<String> {
-    vec!["UpDecoderBlock2D".into()]
-}
-fn d_channels() -> Vec<usize> {
-    vec![64]
-}
-fn d_act() -> String {
-    "silu".into()
-}
-fn d_groups() -> usize {
-    32
-}
-fn d_sample() -> usize {
-    32
-}
-fn d_scaling() -> f64 {
-    0.18215
+/// diffusers' `AutoencoderKL.__init__` defaults.
+impl Default for VaeConfig {
+    fn default() -> Self {
+        Self {
+            in_channels: 3,
+            out_channels: 3,
+            down_block_types: vec![EncoderBlockType::DownEncoder],
+            up_block_types: vec![DecoderBlockType::UpDecoder],
+            block_out_channels: vec![64],
+            layers_per_block: 1,
+            act_fn: ActFn::Silu,
+            latent_channels: 4,
+            norm_num_groups: 32,
+            sample_size: 32,
+            scaling_factor: 0.18215,
+            shift_factor: None,
+            use_quant_conv: true,
+            use_post_quant_conv: true,
+            mid_block_add_attention: true,
+        }
+    }
 }
 
 impl VaeConfig {
+    /// Reads and checks `vae/config.json`: every option supported, every size within its limit.
     pub fn from_file(path: &Path) -> Result<Self> {
-        if !path.is_file() {
-            return Err(ModelError::MissingFile {
-                path: path.to_path_buf(),
-                what: "VAE config".into(),
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        let config: Self =
-            serde_json::from_str(&text).map_err(|e| ModelError::config(path, e.to_string()))?;
+        let json = shared::read_json(path, "VAE config")?;
+        shared::check_choice::<EncoderBlockType>(&json, path)?;
+        shared::check_choice::<DecoderBlockType>(&json, path)?;
+        shared::check_choice::<ActFn>(&json, path)?;
+        let config: Self = shared::parse(json, path)?;
         config.validate(path)?;
         Ok(config)
     }
@@ -92,21 +94,12 @@ impl VaeConfig {
     /// The KL-f8 autoencoder of SD 1.x/2.x at `sample_size` px.
     pub fn sd(sample_size: usize) -> Self {
         Self {
-            in_channels: 3,
-            out_channels: 3,
-            down_block_types: vec!["DownEncoderBlock2D".into(); 4],
-            up_block_types: vec!["UpDecoderBlock2D".into(); 4],
+            down_block_types: vec![EncoderBlockType::DownEncoder; 4],
+            up_block_types: vec![DecoderBlockType::UpDecoder; 4],
             block_out_channels: vec![128, 256, 512, 512],
             layers_per_block: 2,
-            act_fn: "silu".into(),
-            latent_channels: 4,
-            norm_num_groups: 32,
             sample_size,
-            scaling_factor: 0.18215,
-            shift_factor: None,
-            use_quant_conv: true,
-            use_post_quant_conv: true,
-            mid_block_add_attention: true,
+            ..Self::default()
         }
     }
 
@@ -117,6 +110,7 @@ impl VaeConfig {
 
     pub(crate) fn validate(&self, path: &Path) -> Result<()> {
         let n = self.block_out_channels.len();
+        at_most(path, "block_out_channels (number of blocks)", n, MAX_BLOCKS)?;
         if n == 0 {
             return Err(ModelError::config(path, "block_out_channels is empty"));
         }
@@ -130,24 +124,21 @@ impl VaeConfig {
                 ),
             ));
         }
-        for t in &self.down_block_types {
-            if t != "DownEncoderBlock2D" {
-                return Err(unsupported(
-                    path,
-                    "down block type",
-                    t,
-                    "DownEncoderBlock2D",
-                ));
-            }
+        each_at_most(
+            path,
+            "block_out_channels",
+            &self.block_out_channels,
+            MAX_CHANNELS,
+        )?;
+        for (field, value) in [
+            ("in_channels", self.in_channels),
+            ("out_channels", self.out_channels),
+            ("latent_channels", self.latent_channels),
+        ] {
+            at_most(path, field, value, MAX_CHANNELS)?;
         }
-        for t in &self.up_block_types {
-            if t != "UpDecoderBlock2D" {
-                return Err(unsupported(path, "up block type", t, "UpDecoderBlock2D"));
-            }
-        }
-        if self.act_fn != "silu" {
-            return Err(unsupported(path, "act_fn", &self.act_fn, "silu"));
-        }
+        at_most(path, "layers_per_block", self.layers_per_block, MAX_LAYERS)?;
+        at_most(path, "sample_size", self.sample_size, MAX_IMAGE_SIZE)?;
         if let Some(c) = self
             .block_out_channels
             .iter()
@@ -165,11 +156,43 @@ impl VaeConfig {
     }
 }
 
-fn unsupported(path: &Path, what: &'static str, name: &str, supported: &'static str) -> ModelError {
-    ModelError::Unsupported {
-        path: path.to_path_buf(),
-        what,
-        name: name.to_string(),
-        supported,
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: serde_json::Value) -> Result<VaeConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, json.to_string()).unwrap();
+        VaeConfig::from_file(&path)
+    }
+
+    #[test]
+    fn unsupported_block_types_name_the_value_and_the_supported_ones() {
+        let e = parse(serde_json::json!({"up_block_types": ["AttnUpDecoderBlock2D"]})).unwrap_err();
+        assert!(
+            matches!(&e, ModelError::Unsupported { what: "up_block_types", name, supported, .. }
+                if name == "AttnUpDecoderBlock2D" && *supported == "UpDecoderBlock2D"),
+            "{e}"
+        );
+        assert!(parse(serde_json::json!({})).is_ok());
+    }
+
+    #[test]
+    fn absurd_sizes_name_the_field() {
+        for (field, value) in [
+            ("layers_per_block", serde_json::json!(1_000_000_000)),
+            ("block_out_channels", serde_json::json!([1_000_000_000])),
+            ("latent_channels", serde_json::json!(1_000_000_000)),
+            ("sample_size", serde_json::json!(1_000_000_000)),
+        ] {
+            let e = parse(serde_json::json!({ field: value })).unwrap_err();
+            assert!(
+                matches!(&e, ModelError::OutOfRange { field: f, value: 1_000_000_000, .. }
+                    if f.starts_with(field)),
+                "{field}: {e}"
+            );
+            assert!(e.to_string().contains("config.json"), "{e}");
+        }
     }
 }

@@ -9,9 +9,9 @@ use burn::tensor::{DType, Device, Tensor};
 
 use super::config::VaeConfig;
 use crate::attention::Attention;
+use crate::cpu::{conv2d_forward, group_norm_silu};
 use crate::error::{ModelError, Result};
-use crate::fused::group_norm_silu;
-use crate::layers::{conv2d, conv2d_forward, group_norm};
+use crate::layers::{conv2d, group_norm};
 use crate::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
 use crate::weights;
 

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use sd_models::clip::ClipTokenizer;
 use sd_models::error::ModelError;
 use serde_json::Value;
+use test_support::fixtures;
 
 const TOKENIZER_FILES: [&str; 4] = [
     "vocab.json",
@@ -17,10 +18,6 @@ const TOKENIZER_FILES: [&str; 4] = [
     "special_tokens_map.json",
     "tokenizer_config.json",
 ];
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
 
 fn tokenizer_dir(model: &str) -> PathBuf {
     fixtures().join("models").join(model).join("tokenizer")
@@ -175,5 +172,14 @@ fn malformed_json_is_named() {
             "{file}: {error:?}"
         );
         assert!(error.to_string().contains(file), "{error}");
+    }
+}
+
+/// The largest id a prompt can hold, which the text encoder's `vocab_size` must exceed: the end
+/// token, the last of CLIP's vocabulary.
+#[test]
+fn max_token_id_is_the_last_special_token() {
+    for model in ["tiny-sd1", "tiny-sd2"] {
+        assert_eq!(load(model).max_token_id(), 49407, "{model}");
     }
 }

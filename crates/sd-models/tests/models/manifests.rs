@@ -2,17 +2,15 @@
 //! from the published configs, equals the state dict of diffusers'/transformers' models built from
 //! the same configs on the `meta` device (`tests/reference/gen_manifests.py`).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::Device;
-use common::fixtures;
 use sd_models::clip::{ClipTextConfig, ClipTextModel};
 use sd_models::unet::{UNet2DConditionModel, UNetConfig};
 use sd_models::vae::{AutoencoderKL, VaeConfig};
 use sd_models::weights::manifest;
+use test_support::fixtures;
 
 const MODELS: [&str; 3] = ["sd-1-5", "sd-2-1-base", "sd-2-1"];
 

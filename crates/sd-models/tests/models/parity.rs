@@ -5,13 +5,11 @@
 //! diffusers/transformers in float32). Metric: max |ours − ref| / max |ref|. Tolerance 1e-4: float32 arithmetic summed in a
 //! different order (Burn's kernels vs PyTorch's) over a few dozen layers; observed errors are logged.
 
-mod common;
-
 use burn::tensor::{DType, Device};
-use common::{load_refs, model_dir, rel_err};
 use sd_models::clip::ClipTextModel;
 use sd_models::unet::UNet2DConditionModel;
 use sd_models::vae::AutoencoderKL;
+use test_support::{load_refs, model_dir, rel_err};
 
 const TOL: f32 = 1e-4;
 /// The tiny random models, and the trained toy model (`--model toy`: plain first down block,
@@ -23,7 +21,7 @@ fn devices() -> Vec<(&'static str, Device)> {
     #[allow(unused_mut)]
     let mut d = vec![("cpu", Device::flex())];
     #[cfg(feature = "wgpu")]
-    if let Some(wgpu) = common::wgpu_device() {
+    if let Some(wgpu) = test_support::wgpu_device() {
         d.push(("wgpu", wgpu));
     }
     d
@@ -40,7 +38,7 @@ fn text_encoder_matches_transformers() {
                 &device,
             )
             .unwrap_or_else(|e| panic!("{backend} {name}: {e}"));
-            let refs = load_refs(&format!("{name}-text.safetensors"));
+            let refs = load_refs(&format!("refs/{name}-text.safetensors"));
             let ids = refs["input_ids"].int::<2>(&device);
             let out = model.forward(ids).unwrap();
             let err = rel_err(out, &refs["last_hidden_state"]);
@@ -56,7 +54,7 @@ fn check_unet(backend: &str, device: &Device, dtype: DType, tol: f32) {
         let (unet, _) =
             UNet2DConditionModel::load(&model_dir(name).join("unet"), None, dtype, device)
                 .unwrap_or_else(|e| panic!("{backend} {dtype:?} {name}: {e}"));
-        let refs = load_refs(&format!("{name}-unet.safetensors"));
+        let refs = load_refs(&format!("refs/{name}-unet.safetensors"));
         for case in 0..3 {
             let r = |k: &str| &refs[&format!("case{case}_{k}")];
             let ts: Vec<f64> = r("timestep").i64.iter().map(|&t| t as f64).collect();
@@ -92,7 +90,7 @@ fn vae_matches_diffusers() {
             let (vae, _) =
                 AutoencoderKL::load(&model_dir(name).join("vae"), None, DType::F32, &device)
                     .unwrap_or_else(|e| panic!("{backend} {name}: {e}"));
-            let refs = load_refs(&format!("{name}-vae.safetensors"));
+            let refs = load_refs(&format!("refs/{name}-vae.safetensors"));
             let post = vae.encode(refs["image"].float(&device)).unwrap();
             let checks = [
                 (

@@ -1,16 +1,14 @@
 //! Strict weight loading: corrupt, truncated, incomplete or mis-shaped files are errors that name the
 //! file and the key.
 
-mod common;
-
 use std::collections::HashMap;
 
 use burn::tensor::{DType, Device};
-use common::model_dir;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use sd_models::ModelError;
 use sd_models::vae::AutoencoderKL;
+use test_support::model_dir;
 
 /// The tiny SD2 VAE folder copied into a temp dir, with its weights rewritten by `edit`.
 fn vae_with(

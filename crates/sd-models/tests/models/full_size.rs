@@ -1,6 +1,6 @@
 //! A full-size Stable Diffusion 2.1-base UNet (865 M parameters, random weights from the preset)
 //! runs one forward pass at 64×64 latents. Slow (minutes on 2 cores, ~4 GB):
-//! `cargo test --release -p sd-models --test full_size -- --ignored`.
+//! `cargo test --release -p sd-models --test models full_size -- --ignored`.
 
 use std::path::Path;
 

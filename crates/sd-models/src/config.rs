@@ -1,0 +1,145 @@
+//! What the model configs share: reading a `config.json`, options that name one of a few supported
+//! values (block types, activations), and the limits on the numbers that size allocations.
+//!
+//! A config is checked when it is read, before any layer is built: an option this crate does not
+//! implement is [`ModelError::Unsupported`] (naming the field, the value and what is supported), and
+//! a number above its limit is [`ModelError::OutOfRange`], so that a corrupt or hostile file cannot
+//! ask for terabytes.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{ModelError, Result};
+
+/// Channels of any layer (widest in Stable Diffusion: 1280 in the UNet, 3072/4096 in CLIP's MLP).
+pub const MAX_CHANNELS: usize = 16384;
+/// Layers per block, transformer layers per block, encoder layers.
+pub const MAX_LAYERS: usize = 64;
+/// Down (and up) blocks of a UNet or VAE: each halves the resolution.
+pub const MAX_BLOCKS: usize = 16;
+/// Attention heads of a layer.
+pub const MAX_HEADS: usize = 1024;
+/// Tokens of a text-encoder vocabulary.
+pub const MAX_VOCAB: usize = 1 << 20;
+/// Positions of a text encoder, and a tokenizer's `model_max_length`.
+pub const MAX_POSITIONS: usize = 4096;
+/// A UNet's `sample_size` (latent pixels).
+pub const MAX_SAMPLE_SIZE: usize = 1024;
+/// A VAE's `sample_size` (image pixels).
+pub const MAX_IMAGE_SIZE: usize = 8192;
+
+/// An option whose value is one of a few names (`"CrossAttnDownBlock2D"`, `"silu"`, …),
+/// deserialised by serde into an enum of the supported ones.
+pub trait Choice: DeserializeOwned {
+    /// The JSON key of the option.
+    const FIELD: &'static str;
+    /// The supported names, for messages.
+    const SUPPORTED: &'static str;
+}
+
+/// The activation between layers (diffusers' `act_fn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum ActFn {
+    /// x·σ(x).
+    #[default]
+    #[serde(rename = "silu")]
+    Silu,
+}
+
+impl Choice for ActFn {
+    const FIELD: &'static str = "act_fn";
+    const SUPPORTED: &'static str = "silu";
+}
+
+/// Reads a JSON config, naming the file in every error; `what` names it when it is absent.
+pub(crate) fn read_json(path: &Path, what: &str) -> Result<Value> {
+    if !path.is_file() {
+        return Err(ModelError::MissingFile {
+            path: path.to_path_buf(),
+            what: what.into(),
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| ModelError::config(path, e.to_string()))
+}
+
+/// Deserialises `json` into a config, naming the file in errors. Callers first run
+/// [`check_choice`] on its named options, so that an unsupported name is
+/// [`ModelError::Unsupported`] rather than serde's "unknown variant".
+pub(crate) fn parse<T: DeserializeOwned>(json: Value, path: &Path) -> Result<T> {
+    serde_json::from_value(json).map_err(|e| ModelError::config(path, e.to_string()))
+}
+
+/// Checks the value of `T::FIELD` in `json` (one name, a list of names, or `null`): each must be one
+/// of `T`'s. An absent field takes the config's default.
+pub(crate) fn check_choice<T: Choice>(json: &Value, path: &Path) -> Result<()> {
+    let values: Vec<&Value> = match json.get(T::FIELD) {
+        None => return Ok(()),
+        Some(Value::Array(list)) => list.iter().collect(),
+        Some(value) => vec![value],
+    };
+    match values
+        .into_iter()
+        .find(|v| serde_json::from_value::<T>((*v).clone()).is_err())
+    {
+        None => Ok(()),
+        Some(bad) => Err(ModelError::Unsupported {
+            path: path.to_path_buf(),
+            what: T::FIELD,
+            name: bad.as_str().map_or_else(|| bad.to_string(), str::to_string),
+            supported: T::SUPPORTED,
+        }),
+    }
+}
+
+/// `value` must be at most `max`: [`ModelError::OutOfRange`] naming `field` otherwise.
+pub(crate) fn at_most(path: &Path, field: &str, value: usize, max: usize) -> Result<()> {
+    if value <= max {
+        return Ok(());
+    }
+    Err(ModelError::OutOfRange {
+        path: path.to_path_buf(),
+        field: field.to_string(),
+        value,
+        max,
+    })
+}
+
+/// [`at_most`] for each entry of a per-block list, named `field[i]`.
+pub(crate) fn each_at_most(path: &Path, field: &str, values: &[usize], max: usize) -> Result<()> {
+    for (i, &v) in values.iter().enumerate() {
+        at_most(path, &format!("{field}[{i}]"), v, max)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unsupported_name_is_named_with_the_supported_ones() {
+        let path = Path::new("unet/config.json");
+        assert!(check_choice::<ActFn>(&serde_json::json!({"act_fn": "silu"}), path).is_ok());
+        assert!(check_choice::<ActFn>(&serde_json::json!({}), path).is_ok());
+        for (json, name) in [
+            (serde_json::json!({"act_fn": "gelu"}), "gelu"),
+            (serde_json::json!({"act_fn": ["silu", "mish"]}), "mish"),
+            (serde_json::json!({"act_fn": null}), "null"),
+        ] {
+            let e = check_choice::<ActFn>(&json, path).unwrap_err();
+            let message = e.to_string();
+            assert!(
+                matches!(&e, ModelError::Unsupported { what: "act_fn", name: n, .. } if n == name),
+                "{message}"
+            );
+            assert!(
+                message.contains("unet/config.json") && message.contains("silu"),
+                "{message}"
+            );
+        }
+    }
+}
