@@ -65,18 +65,9 @@ pub struct Parts {
     pub dtype: DType,
 }
 
-/// The models and schedule of a Stable Diffusion folder.
+/// The models and schedule of a Stable Diffusion folder, checked to fit together.
 pub struct Pipeline {
-    dir: PathBuf,
-    tokenizer: ClipTokenizer,
-    text_encoder: ClipTextModel,
-    unet: UNet2DConditionModel,
-    unet_config: UNetConfig,
-    vae: AutoencoderKL,
-    vae_config: VaeConfig,
-    schedule: DdimSchedule,
-    device: Device,
-    dtype: DType,
+    parts: Parts,
 }
 
 const COMPONENTS: [&str; 5] = ["scheduler", "tokenizer", "text_encoder", "unet", "vae"];
@@ -113,79 +104,62 @@ impl Pipeline {
     /// A pipeline of components built elsewhere, after the same cross-checks as `load`.
     pub fn from_parts(parts: Parts) -> Result<Self> {
         crate::checks::components(&parts)?;
-        let Parts {
-            dir,
-            tokenizer,
-            text_encoder,
-            unet,
-            unet_config,
-            vae,
-            vae_config,
-            schedule,
-            device,
-            dtype,
-        } = parts;
-        Ok(Self {
-            dir,
-            tokenizer,
-            text_encoder,
-            unet,
-            unet_config,
-            vae,
-            vae_config,
-            schedule,
-            device,
-            dtype,
-        })
+        Ok(Self { parts })
     }
 
     /// The folder the model was loaded from.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.parts.dir
     }
 
     pub fn device(&self) -> &Device {
-        &self.device
+        &self.parts.device
     }
 
     /// Compute dtype of the text encoder and UNet.
     pub fn dtype(&self) -> DType {
-        self.dtype
+        self.parts.dtype
     }
 
     pub fn schedule(&self) -> &DdimSchedule {
-        &self.schedule
+        &self.parts.schedule
     }
 
     pub fn tokenizer(&self) -> &ClipTokenizer {
-        &self.tokenizer
+        &self.parts.tokenizer
     }
 
     pub fn unet(&self) -> &UNet2DConditionModel {
-        &self.unet
+        &self.parts.unet
     }
 
     pub fn unet_config(&self) -> &UNetConfig {
-        &self.unet_config
+        &self.parts.unet_config
     }
 
     pub fn vae_config(&self) -> &VaeConfig {
-        &self.vae_config
+        &self.parts.vae_config
     }
 
     /// Image pixels per latent pixel.
     pub fn vae_factor(&self) -> usize {
-        self.vae_config.downsample_factor()
+        self.parts.vae_config.downsample_factor()
     }
 
     /// Width and height must be multiples of this (VAE factor × the UNet's down-sampling).
     pub fn size_multiple(&self) -> usize {
-        self.vae_factor() << self.unet_config.block_out_channels.len().saturating_sub(1)
+        self.vae_factor()
+            << self
+                .parts
+                .unet_config
+                .block_out_channels
+                .len()
+                .saturating_sub(1)
     }
 
     /// The model's native image size: UNet `sample_size` × VAE factor (512 for SD 2.1-base).
     pub fn native_size(&self) -> (usize, usize) {
-        let s = self.unet_config.sample_size.unwrap_or(64) * self.vae_factor();
+        let s = self.parts.unet_config.sample_size.unwrap_or(64) * self.vae_factor();
         (s, s)
     }
 
@@ -214,11 +188,11 @@ impl Pipeline {
 
     /// The text encoder's `last_hidden_state` for one prompt, `[1, 77, dim]`.
     pub fn text_states(&self, prompt: &str) -> Result<Tensor<3>> {
-        let tokens = self.tokenizer.encode(prompt)?;
+        let tokens = self.parts.tokenizer.encode(prompt)?;
         let n = tokens.ids.len();
         let ids: Vec<i64> = tokens.ids.iter().map(|&i| i64::from(i)).collect();
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &self.device);
-        Ok(self.text_encoder.forward(ids)?)
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &self.parts.device);
+        Ok(self.parts.text_encoder.forward(ids)?)
     }
 
     /// Conditioning for `prompt` with guidance `guidance` against `negative` (usually "").
@@ -251,12 +225,15 @@ impl Pipeline {
         t: i64,
         cond: &Conditioning,
     ) -> Result<Tensor<4>> {
-        let x = latents.clone().cast(self.dtype);
+        let x = latents.clone().cast(self.parts.dtype);
         if cond.batch() == 1 {
-            let out = self.unet.forward(x, &[t as f64], cond.context.clone())?;
+            let out = self
+                .parts
+                .unet
+                .forward(x, &[t as f64], cond.context.clone())?;
             return Ok(out.cast(DType::F32));
         }
-        let out = self.unet.forward(
+        let out = self.parts.unet.forward(
             Tensor::cat(vec![x.clone(), x], 0),
             &[t as f64],
             cond.context.clone(),
@@ -272,11 +249,11 @@ impl Pipeline {
     /// times `scaling_factor`, as one `Encode` phase.
     pub fn encode(&self, image: Tensor<4>, progress: &dyn Progress) -> Result<Tensor<4>> {
         progress.start(Phase::Encode, 1);
-        let mut x = self.vae.encode(image)?.mean;
-        if let Some(shift) = self.vae_config.shift_factor {
+        let mut x = self.parts.vae.encode(image)?.mean;
+        if let Some(shift) = self.parts.vae_config.shift_factor {
             x = x - shift;
         }
-        let x = x * self.vae_config.scaling_factor;
+        let x = x * self.parts.vae_config.scaling_factor;
         progress.finish(Phase::Encode);
         check_finite(&x, "VAE encode")?;
         Ok(x)
@@ -286,11 +263,11 @@ impl Pipeline {
     /// `shift_factor`) and decoded, as one `Decode` phase.
     pub fn decode(&self, latents: Tensor<4>, progress: &dyn Progress) -> Result<Tensor<4>> {
         progress.start(Phase::Decode, 1);
-        let mut x = latents / self.vae_config.scaling_factor;
-        if let Some(shift) = self.vae_config.shift_factor {
+        let mut x = latents / self.parts.vae_config.scaling_factor;
+        if let Some(shift) = self.parts.vae_config.shift_factor {
             x = x + shift;
         }
-        let image = self.vae.decode(x)?;
+        let image = self.parts.vae.decode(x)?;
         progress.finish(Phase::Decode);
         check_finite(&image, "VAE decode")?;
         Ok(image)
@@ -300,9 +277,9 @@ impl Pipeline {
     pub fn noise_latents(&self, seed: u64, size: (usize, usize)) -> Tensor<4> {
         let f = self.vae_factor();
         let (h, w) = (size.1 / f, size.0 / f);
-        let c = self.unet_config.in_channels;
+        let c = self.parts.unet_config.in_channels;
         let data = crate::noise::gaussian(seed, c * h * w);
-        Tensor::from_data(TensorData::new(data, [1, c, h, w]), &self.device)
+        Tensor::from_data(TensorData::new(data, [1, c, h, w]), &self.parts.device)
     }
 }
 

@@ -116,6 +116,28 @@ pub(crate) fn each_at_most(path: &Path, field: &str, values: &[usize], max: usiz
     Ok(())
 }
 
+/// The block lists of a UNet or VAE config: at most [`MAX_BLOCKS`] blocks, as many down and up
+/// block types as `block_out_channels`, each at most [`MAX_CHANNELS`].
+pub(crate) fn check_blocks(
+    path: &Path,
+    block_out_channels: &[usize],
+    down_types: usize,
+    up_types: usize,
+) -> Result<()> {
+    let n = block_out_channels.len();
+    at_most(path, "block_out_channels (number of blocks)", n, MAX_BLOCKS)?;
+    if n == 0 {
+        return Err(ModelError::config(path, "block_out_channels is empty"));
+    }
+    if down_types != n || up_types != n {
+        return Err(ModelError::config(
+            path,
+            format!("{down_types} down and {up_types} up block types for {n} block_out_channels"),
+        ));
+    }
+    each_at_most(path, "block_out_channels", block_out_channels, MAX_CHANNELS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,8 +6,7 @@ use serde::Deserialize;
 
 pub use crate::config::ActFn;
 use crate::config::{
-    self as shared, Choice, MAX_BLOCKS, MAX_CHANNELS, MAX_IMAGE_SIZE, MAX_LAYERS, at_most,
-    each_at_most,
+    self as shared, Choice, MAX_CHANNELS, MAX_IMAGE_SIZE, MAX_LAYERS, at_most, check_blocks,
 };
 use crate::error::{ModelError, Result};
 
@@ -109,26 +108,11 @@ impl VaeConfig {
     }
 
     pub(crate) fn validate(&self, path: &Path) -> Result<()> {
-        let n = self.block_out_channels.len();
-        at_most(path, "block_out_channels (number of blocks)", n, MAX_BLOCKS)?;
-        if n == 0 {
-            return Err(ModelError::config(path, "block_out_channels is empty"));
-        }
-        if self.down_block_types.len() != n || self.up_block_types.len() != n {
-            return Err(ModelError::config(
-                path,
-                format!(
-                    "{} down and {} up block types for {n} block_out_channels",
-                    self.down_block_types.len(),
-                    self.up_block_types.len()
-                ),
-            ));
-        }
-        each_at_most(
+        check_blocks(
             path,
-            "block_out_channels",
             &self.block_out_channels,
-            MAX_CHANNELS,
+            self.down_block_types.len(),
+            self.up_block_types.len(),
         )?;
         for (field, value) in [
             ("in_channels", self.in_channels),

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::UNetConfig;
-use crate::config::{MAX_BLOCKS, MAX_CHANNELS, MAX_SAMPLE_SIZE, at_most, each_at_most};
+use crate::config::{MAX_CHANNELS, MAX_SAMPLE_SIZE, at_most, check_blocks};
 use crate::error::{ModelError, Result};
 
 impl UNetConfig {
@@ -76,23 +76,11 @@ impl UNetConfig {
     /// Block counts and channel numbers within `crate::config`'s limits, and channels that divide
     /// into the norm groups. Per-block options are checked as the blocks are resolved.
     pub(super) fn check_sizes(&self, path: &Path) -> Result<()> {
-        let n = self.block_out_channels.len();
-        at_most(path, "block_out_channels (number of blocks)", n, MAX_BLOCKS)?;
-        if n == 0 || self.down_block_types.len() != n || self.up_block_types.len() != n {
-            return Err(ModelError::config(
-                path,
-                format!(
-                    "{} down and {} up block types for {n} block_out_channels",
-                    self.down_block_types.len(),
-                    self.up_block_types.len()
-                ),
-            ));
-        }
-        each_at_most(
+        check_blocks(
             path,
-            "block_out_channels",
             &self.block_out_channels,
-            MAX_CHANNELS,
+            self.down_block_types.len(),
+            self.up_block_types.len(),
         )?;
         at_most(path, "in_channels", self.in_channels, MAX_CHANNELS)?;
         at_most(path, "out_channels", self.out_channels, MAX_CHANNELS)?;
