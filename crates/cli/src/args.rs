@@ -57,6 +57,9 @@ pub struct Common {
     /// Image size WxH (default: the model's native size; --image inputs are resized to it).
     #[arg(long, value_parser = parse_size)]
     pub size: Option<(usize, usize)>,
+    /// Allow --size beyond 4× the model's native size on a side (slow, and memory-hungry).
+    #[arg(long)]
+    pub no_size_limit: bool,
     /// No progress bars or summary.
     #[arg(short, long)]
     pub quiet: bool,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use image::RgbImage;
 use inversion::image::{decode_image, image_to_tensor, tensor_to_image};
 use inversion::{EditOptions, InversionError, LoadOptions, Pipeline, Trajectory, latents_bytes};
@@ -33,6 +33,22 @@ fn flagged(e: InversionError) -> anyhow::Error {
     }
 }
 
+/// The largest image file or download read (a 512 px PNG is under 1 MiB).
+const MAX_IMAGE_BYTES: u64 = 64 << 20;
+
+/// Reads a regular file of at most `max` bytes: a device or FIFO (`/dev/zero`) is refused
+/// rather than read until memory runs out.
+fn read_regular_file(path: &Path, max: u64) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        bail!("not a regular file");
+    }
+    if meta.len() > max {
+        bail!("{} bytes, more than the {max} accepted", meta.len());
+    }
+    Ok(std::fs::read(path)?)
+}
+
 /// Reads `--image`: a file path or an http(s) URL (30 s time-out).
 fn read_image(source: &str) -> Result<RgbImage> {
     let bytes = if source.starts_with("http://") || source.starts_with("https://") {
@@ -46,11 +62,12 @@ fn read_image(source: &str) -> Result<RgbImage> {
             .with_context(|| format!("downloading --image {source}"))?;
         resp.body_mut()
             .with_config()
-            .limit(64 << 20)
+            .limit(MAX_IMAGE_BYTES)
             .read_to_vec()
             .with_context(|| format!("downloading --image {source}"))?
     } else {
-        std::fs::read(source).with_context(|| format!("reading --image {source:?}"))?
+        read_regular_file(Path::new(source), MAX_IMAGE_BYTES)
+            .with_context(|| format!("reading --image {source:?}"))?
     };
     Ok(decode_image(&bytes, source)?)
 }
@@ -75,6 +92,11 @@ fn load(common: &Common) -> Result<Pipeline> {
 fn size(common: &Common, pipeline: &Pipeline) -> Result<(usize, usize)> {
     let size = common.size.unwrap_or_else(|| pipeline.native_size());
     pipeline.check_size(size.0, size.1).map_err(flagged)?;
+    if !common.no_size_limit {
+        pipeline.check_size_limit(size.0, size.1).map_err(|e| {
+            anyhow::Error::new(e).context("--size (pass --no-size-limit to run it anyway)")
+        })?;
+    }
     Ok(size)
 }
 
@@ -149,6 +171,14 @@ pub fn sample(a: &SampleArgs) -> Result<()> {
     let (start, k) = match &a.latents {
         Some(path) => {
             let trajectory = Trajectory::load(path, pipeline.device())?;
+            if let Some(made_by) = trajectory.metadata.get("model")
+                && made_by != &common.model
+            {
+                log::warn!(
+                    "--latents {path:?} was made with --model {made_by:?}, not {:?}: its latents fit this model's shape, but the edit is only meaningful with the model that inverted it",
+                    common.model
+                );
+            }
             let k = a.start_step.unwrap_or(0);
             if common.size.is_some() {
                 log::warn!("--size is ignored with --latents: the size comes from the trajectory");

@@ -574,3 +574,45 @@ fn mismatched_components_are_refused_naming_both_files() {
         "model_max_length 100 exceeds the text encoder's max_position_embeddings 77",
     );
 }
+
+/// Inputs that used to run on for minutes, read until memory ran out, or be mistaken for
+/// something else, are refused up front with an error that names them.
+#[test]
+fn absurd_sizes_devices_and_files_are_refused_up_front() {
+    let (m, img) = (model(), image());
+    // The tiny model is 16 px: 4096 px is 256× that on a side.
+    assert_edit_fails(&m, &img, &["--size", "4096x4096"], "--no-size-limit");
+    assert_edit_fails(&m, &img, &["--size", "65536x65536"], "native 16 px");
+    // A device is not an image file.
+    assert_edit_fails(&m, "/dev/zero", &[], "not a regular file");
+    // A file is not a model, nor a repository to fetch.
+    assert_edit_fails(&img, &img, &[], "is a file, not a model");
+    // A trajectory whose latents have an empty dimension.
+    let dir = tempfile::tempdir().unwrap();
+    let traj = dir.path().join("empty.safetensors");
+    let header = r#"{"latents":{"dtype":"F32","shape":[1,4,0,2],"data_offsets":[0,0]},"timesteps":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(&1i64.to_le_bytes());
+    std::fs::write(&traj, bytes).unwrap();
+    let out = dir.path().join("s.png");
+    let o = run(&[
+        "sample",
+        "-q",
+        "--model",
+        &m,
+        "--prompt",
+        "x",
+        "--latents",
+        &traj.display().to_string(),
+        "--start-step",
+        "0",
+        "--steps",
+        "1",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("empty dimension"), "{}", stderr(&o));
+    assert!(!out.exists());
+}

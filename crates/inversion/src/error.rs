@@ -32,6 +32,17 @@ pub enum InversionError {
         multiple: usize,
         suggestions: String,
     },
+    /// A requested image size far beyond what the model was trained at.
+    #[error(
+        "size {width}x{height} is more than {factor}× the model's native {native} px on a side (at most {max}x{max}): the UNet's self-attention grows with the fourth power of the side, so this would run for a very long time on a lot of memory"
+    )]
+    TooLarge {
+        width: usize,
+        height: usize,
+        native: usize,
+        factor: usize,
+        max: usize,
+    },
     /// A schedule of zero steps.
     #[error("the number of steps must be at least 1")]
     NoSteps,

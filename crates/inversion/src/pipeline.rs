@@ -70,6 +70,9 @@ pub struct Pipeline {
     parts: Parts,
 }
 
+/// How many times its native size on a side an image may be (2048 px for a 512 px model).
+pub const MAX_SIZE_FACTOR: usize = 4;
+
 const COMPONENTS: [&str; 5] = ["scheduler", "tokenizer", "text_encoder", "unet", "vae"];
 
 impl Pipeline {
@@ -183,6 +186,23 @@ impl Pipeline {
             height,
             multiple: m,
             suggestions: suggestions.join(", "),
+        })
+    }
+
+    /// Checks that (width, height) is at most [`MAX_SIZE_FACTOR`] times the native size on each
+    /// side: beyond it a model gives repeated, broken compositions anyway, and the cost explodes.
+    pub fn check_size_limit(&self, width: usize, height: usize) -> Result<()> {
+        let native = self.native_size().0;
+        let max = native * MAX_SIZE_FACTOR;
+        if width <= max && height <= max {
+            return Ok(());
+        }
+        Err(InversionError::TooLarge {
+            width,
+            height,
+            native,
+            factor: MAX_SIZE_FACTOR,
+            max,
         })
     }
 

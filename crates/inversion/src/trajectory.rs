@@ -67,7 +67,7 @@ impl Trajectory {
             path: path.to_path_buf(),
             message,
         };
-        let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let bytes = read_file(path, MAX_FILE_BYTES).map_err(bad)?;
         let (_, meta) = SafeTensors::read_metadata(&bytes)
             .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
         let st = SafeTensors::deserialize(&bytes)
@@ -79,6 +79,12 @@ impl Trajectory {
             return Err(bad(format!(
                 "`latents` must be f32 [N, C, h, w], found {:?} {:?}",
                 lat.dtype(),
+                lat.shape()
+            )));
+        }
+        if let Some(d) = lat.shape().iter().position(|&d| d == 0) {
+            return Err(bad(format!(
+                "`latents` {:?} has an empty dimension {d}",
                 lat.shape()
             )));
         }
@@ -122,6 +128,37 @@ impl Trajectory {
             metadata,
         })
     }
+}
+
+/// The largest trajectory file read: 1000 steps of 4 × 128 × 128 latents is 256 MiB.
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+
+/// Reads a regular file of at most `max` bytes (a device or FIFO such as `/dev/zero` would be
+/// read until memory runs out).
+pub(crate) fn read_file(path: &Path, max: u64) -> std::result::Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("is not a regular file".into());
+    }
+    if meta.len() > max {
+        return Err(format!(
+            "is {} bytes, more than the {max} a trajectory can be",
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(
+            std::fs::File::open(path).map_err(|e| e.to_string())?,
+            max + 1,
+        ),
+        &mut bytes,
+    )
+    .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > max {
+        return Err(format!("grew past {max} bytes while being read"));
+    }
+    Ok(bytes)
 }
 
 /// The little-endian bytes of an f32 tensor.

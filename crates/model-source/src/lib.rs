@@ -16,7 +16,9 @@ pub mod resolve;
 pub mod select;
 
 pub use atomic::{write_all_atomic, write_atomic, write_atomic_with};
-pub use cache::{cached_snapshot, hub_cache, hub_cache_from, repo_folder};
+pub use cache::{
+    cached_snapshot, hub_cache, hub_cache_from, is_commit_hash, is_safe_revision, repo_folder,
+};
 pub use catalog::{Catalog, Entry, WEIGHTS_TOML, list};
 pub use error::{Error, Result};
 pub use fetch::{Fetched, Hub, Request, fetch, fetch_async};

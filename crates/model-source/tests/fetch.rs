@@ -9,7 +9,7 @@ mod hub_server;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use hub_server::{COMMIT, Faults, HubServer, REPO, read_tree, sha256_hex};
+use hub_server::{COMMIT, Faults, HubServer, REPO, git_sha1_hex, read_tree, sha256_hex};
 use inversion::image::{decode_image, image_to_tensor};
 use inversion::{EditOptions, LoadOptions, Pipeline};
 use model_source::{
@@ -247,6 +247,89 @@ fn a_missing_file_is_an_error_naming_it() {
     request.revision = "v9".into();
     let err = fetch_err(&hub(&server, cache.path()), &request);
     assert!(err.contains("v9") && err.contains(REPO), "{err}");
+}
+
+/// A hub (or mirror) answering a commit that is a path is refused before anything is written, and
+/// so is a revision that is one.
+#[test]
+fn a_hostile_commit_or_revision_never_becomes_a_path() {
+    let root = tempfile::tempdir().unwrap();
+    let cache = root.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    for commit in ["../../../escaped", "../snapshots-elsewhere", "0123"] {
+        let faults = Faults {
+            commit: Some(commit.into()),
+            ..Faults::default()
+        };
+        let server = HubServer::start(read_tree(&model_dir()), faults);
+        let err = fetch_err(&hub(&server, &cache), &by_repo());
+        assert!(err.contains("not a 40-digit hex commit hash"), "{err}");
+    }
+    let server = HubServer::start(read_tree(&model_dir()), Faults::default());
+    let mut request = by_repo();
+    request.revision = "../../../escaped".into();
+    let err = fetch_err(&hub(&server, &cache), &request);
+    assert!(err.contains("is not a branch, tag or commit name"), "{err}");
+    // Nothing was written outside the cache, and no snapshot inside it.
+    let outside: Vec<_> = std::fs::read_dir(root.path()).unwrap().collect();
+    assert_eq!(outside.len(), 1, "files written beside the cache");
+    let snapshots = repo_folder(&cache, REPO).join("snapshots");
+    assert!(
+        !snapshots.exists() || std::fs::read_dir(&snapshots).unwrap().count() == 0,
+        "a snapshot was written"
+    );
+}
+
+/// Two fetches of one repository into one cache at the same time (two terminals, two batch
+/// workers) both succeed, and the cache they leave verifies: every blob written once, whole.
+#[test]
+fn concurrent_fetches_of_one_repository_both_succeed_and_leave_a_sound_cache() {
+    let server = HubServer::start(read_tree(&model_dir()), Faults::default());
+    let cache = tempfile::tempdir().unwrap();
+    let hub = hub(&server, cache.path());
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..2)
+            .map(|_| scope.spawn(|| fetch(&hub, &by_repo(), &NoProgress)))
+            .collect();
+        for run in runs {
+            run.join().unwrap().unwrap();
+        }
+    });
+    assert_cached(cache.path());
+    let blobs = repo_folder(cache.path(), REPO).join("blobs");
+    for (file, bytes) in read_tree(&model_dir()) {
+        let etag = if file.ends_with(".safetensors") {
+            sha256_hex(&bytes)
+        } else {
+            git_sha1_hex(&bytes)
+        };
+        assert_eq!(std::fs::read(blobs.join(&etag)).unwrap(), bytes, "{file}");
+    }
+}
+
+/// A cached blob damaged after the fact (disk error, an editor, a bad copy) is found by the next
+/// fetch, which downloads it again instead of trusting it forever.
+#[test]
+fn a_damaged_cached_blob_is_verified_and_fetched_again() {
+    let server = HubServer::start(read_tree(&model_dir()), Faults::default());
+    let cache = tempfile::tempdir().unwrap();
+    let hub = hub(&server, cache.path());
+    fetch(&hub, &by_repo(), &NoProgress).unwrap();
+    let blobs = repo_folder(cache.path(), REPO).join("blobs");
+    let config = std::fs::read(model_dir().join("unet/config.json")).unwrap();
+    let weights =
+        std::fs::read(model_dir().join("vae/diffusion_pytorch_model.safetensors")).unwrap();
+    // A config stored twice over, and weights with the right length but one flipped byte.
+    let config_blob = blobs.join(git_sha1_hex(&config));
+    std::fs::write(&config_blob, [config.clone(), config.clone()].concat()).unwrap();
+    let weights_blob = blobs.join(sha256_hex(&weights));
+    let mut bad = weights.clone();
+    bad[weights.len() / 2] ^= 0xff;
+    std::fs::write(&weights_blob, bad).unwrap();
+    fetch(&hub, &by_repo(), &NoProgress).unwrap();
+    assert_eq!(std::fs::read(&config_blob).unwrap(), config);
+    assert_eq!(std::fs::read(&weights_blob).unwrap(), weights);
+    assert_cached(cache.path());
 }
 
 /// The notes a fetch reports.

@@ -58,6 +58,16 @@ pub fn start_latents(
             steps,
         });
     }
+    let [_, c, h, w] = trajectory.latents.dims();
+    let (channels, multiple) = (
+        p.unet_config().in_channels,
+        p.size_multiple() / p.vae_factor(),
+    );
+    if c != channels || !h.is_multiple_of(multiple) || !w.is_multiple_of(multiple) {
+        return mismatch(format!(
+            "holds latents of {c} channels at {h}x{w}, but this model needs {channels} channels at multiples of {multiple}"
+        ));
+    }
     let entry = steps - 1 - start_step;
     if entry >= trajectory.len() {
         return mismatch(format!(

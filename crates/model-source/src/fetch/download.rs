@@ -1,6 +1,7 @@
 //! The bytes of one blob: appended to `blobs/{etag}.incomplete` from where an earlier transfer
-//! stopped, retried with a `Range` request when the connection fails, SHA-256-checked for LFS
-//! files, then renamed to `blobs/{etag}`.
+//! stopped, retried with a `Range` request when the connection fails, read back from disk and
+//! checked against the hub's size and hash, then renamed to `blobs/{etag}`. The caller holds the
+//! blob's lock throughout.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,7 +10,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use futures::StreamExt;
 use hf_hub::HFError;
 
-use super::blob::{Partial, is_sha256};
+use super::blob::{Partial, verify};
 use super::session::{Fetched, Remote, Session};
 
 /// Resumed attempts per file after the first transfer fails.
@@ -30,9 +31,8 @@ impl Session<'_> {
         blob: &Path,
     ) -> Result<Fetched> {
         let partial_path = PathBuf::from(format!("{}.incomplete", blob.display()));
-        let lfs = is_sha256(&remote.etag);
-        let mut partial = Partial::open(&partial_path, lfs)
-            .with_context(|| format!("opening {partial_path:?}"))?;
+        let mut partial =
+            Partial::open(&partial_path).with_context(|| format!("opening {partial_path:?}"))?;
         if partial.len > remote.size {
             partial.truncate()?;
         }
@@ -66,21 +66,16 @@ impl Session<'_> {
             progress.resume(file, partial.len);
             tokio::time::sleep(Duration::from_millis(200 << failures)).await;
         }
-        if let Some(actual) = partial.sha256_hex()
-            && actual != remote.etag
-        {
-            drop(partial);
+        drop(partial);
+        let checked = verify(&partial_path, &remote.etag, Some(remote.size))
+            .with_context(|| format!("reading back {partial_path:?}"))?;
+        if let Err(why) = checked {
             progress.finish(false);
             let _ = std::fs::remove_file(&partial_path);
             let _ = std::fs::remove_file(blob);
             let _ = std::fs::remove_file(self.snapshot().join(file));
-            bail!(
-                "corrupt download: its SHA-256 is {actual} but the hub reports {}; the \
-                 download was deleted, fetch again",
-                remote.etag
-            );
+            bail!("corrupt download: {why}; the download was deleted, fetch again");
         }
-        drop(partial);
         std::fs::rename(&partial_path, blob)
             .with_context(|| format!("renaming {partial_path:?} to {blob:?}"))?;
         progress.finish(true);

@@ -11,13 +11,13 @@
 //! with a `Range` continuing the partial blob (`download.rs`), and for LFS files (whose ETag is
 //! their SHA-256) the hash is checked before the blob gets its final name.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use hf_hub::{HFRepository, RepoTypeModel};
 use reqwest::header::{CONTENT_LENGTH, ETAG, LOCATION};
 
-use super::blob::{check_repo_path, link_pointer};
+use super::blob::{BlobLock, check_repo_path, link_pointer, verify};
 use crate::progress::Progress;
 
 /// A repository at one commit, and how to reach it.
@@ -65,20 +65,56 @@ impl Session<'_> {
     async fn fetch_file_unnamed(&self, file: &str) -> Result<Fetched> {
         check_repo_path(file)?;
         let pointer = self.snapshot().join(file);
-        if pointer.is_file() {
+        if pointer.is_file() && self.cached_pointer_is_sound(file, &pointer)? {
             return Ok(Fetched::Cached);
         }
         let remote = self.head(file).await?;
         let blobs = self.repo_dir.join("blobs");
+        std::fs::create_dir_all(&blobs).with_context(|| format!("creating {blobs:?}"))?;
         let blob = blobs.join(&remote.etag);
-        let fetched = if blob.is_file() {
+        // One writer per blob: a second fetch of the same repository waits here, then finds the
+        // blob complete.
+        let _lock = BlobLock::acquire(&blobs.join(format!("{}.lock", remote.etag))).await?;
+        let cached = blob.is_file()
+            && match verify(&blob, &remote.etag, Some(remote.size))? {
+                Ok(()) => true,
+                Err(why) => {
+                    self.progress.note(&format!(
+                        "{file}: the cached blob is damaged ({why}); fetching it again"
+                    ));
+                    std::fs::remove_file(&blob).with_context(|| format!("removing {blob:?}"))?;
+                    false
+                }
+            };
+        let fetched = if cached {
             Fetched::Cached
         } else {
-            std::fs::create_dir_all(&blobs).with_context(|| format!("creating {blobs:?}"))?;
             self.download_blob(file, &remote, &blob).await?
         };
         link_pointer(&pointer, file, &remote.etag)?;
         Ok(fetched)
+    }
+
+    /// Whether the blob a snapshot pointer links to still has the hash its name (the ETag) says;
+    /// a damaged one is removed with its pointer, to be fetched again. Needs no network.
+    fn cached_pointer_is_sound(&self, file: &str, pointer: &Path) -> Result<bool> {
+        let etag = std::fs::read_link(pointer)
+            .ok()
+            .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()));
+        let Some(etag) = etag else {
+            return Ok(true); // a copy, where symlinks are unavailable: nothing names its hash
+        };
+        match verify(pointer, &etag, None).with_context(|| format!("reading {pointer:?}"))? {
+            Ok(()) => Ok(true),
+            Err(why) => {
+                self.progress.note(&format!(
+                    "{file}: the cached copy is damaged ({why}); fetching it again"
+                ));
+                let _ = std::fs::remove_file(self.repo_dir.join("blobs").join(&etag));
+                let _ = std::fs::remove_file(pointer);
+                Ok(false)
+            }
+        }
     }
 
     /// `{endpoint}/{repo}/resolve/{commit}/{file}`, the file path percent-encoded per segment.

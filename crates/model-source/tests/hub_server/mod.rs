@@ -4,7 +4,7 @@
 //! - `GET /api/models/{org}/{name}/revision/{rev}` → `{"id", "sha", "siblings": [{"rfilename"}]}`
 //!   (404 with `X-Error-Code: RevisionNotFound` for an unknown revision);
 //! - `HEAD`/`GET /{org}/{name}/resolve/{rev}/{path}` → `X-Repo-Commit`, `Content-Length`,
-//!   `Accept-Ranges: bytes` and a 40-digit `ETag` for regular files; for `*.safetensors` (LFS on
+//!   `Accept-Ranges: bytes` and the git blob SHA-1 as `ETag` for regular files; for `*.safetensors` (LFS on
 //!   the real hub) a `302` to `/cdn/{path}` carrying `X-Linked-Etag`/`ETag` = the SHA-256 and
 //!   `X-Linked-Size`, as the hub redirects to its CDN; unknown files → 404 `EntryNotFound`;
 //! - `HEAD`/`GET /cdn/{path}` → the bytes, with a CDN `ETag` and no hub headers;
@@ -12,7 +12,8 @@
 //!
 //! Faults, each for one file: `cut` (the first GET sends the headers and half the bytes, then
 //! closes the connection), `corrupt` (the bytes differ from the advertised hash), `missing`
-//! (listed in `siblings` but 404 on `resolve`). The server answers one request per connection
+//! (listed in `siblings` but 404 on `resolve`), `commit` (another commit answered for every
+//! revision, as a hostile mirror might). The server answers one request per connection
 //! (`Connection: close`), stops when dropped, and in any case after 120 s or 2000 connections.
 
 use std::collections::BTreeMap;
@@ -35,6 +36,8 @@ pub struct Faults {
     pub cut: Option<String>,
     pub corrupt: Option<String>,
     pub missing: Option<String>,
+    /// The commit the revision API answers instead of [`COMMIT`] (a hostile hub or mirror).
+    pub commit: Option<String>,
 }
 
 struct State {
@@ -51,6 +54,17 @@ pub struct HubServer {
     stop: Arc<AtomicBool>,
     state: Arc<Mutex<State>>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// The git blob id the hub gives a non-LFS file as its ETag: SHA-1 of `blob {len}\0` + bytes.
+pub fn git_sha1_hex(bytes: &[u8]) -> String {
+    let mut h = sha1::Sha1::new();
+    sha1::Digest::update(&mut h, format!("blob {}\0", bytes.len()).as_bytes());
+    sha1::Digest::update(&mut h, bytes);
+    sha1::Digest::finalize(h)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -227,8 +241,9 @@ fn revision_info(stream: &mut TcpStream, st: &State, rev: &str) -> std::io::Resu
         .keys()
         .map(|f| format!(r#"{{"rfilename":"{f}"}}"#))
         .collect();
+    let commit = st.faults.commit.as_deref().unwrap_or(COMMIT);
     let (h, body) = json(format!(
-        r#"{{"id":"{REPO}","sha":"{COMMIT}","siblings":[{}]}}"#,
+        r#"{{"id":"{REPO}","sha":"{commit}","siblings":[{}]}}"#,
         siblings.join(",")
     ));
     respond(stream, "200 OK", &h, &body)
@@ -297,7 +312,7 @@ fn handle(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     }
     let headers = vec![
         ("X-Repo-Commit", COMMIT.to_string()),
-        ("ETag", format!("\"{}\"", &sha[..40])),
+        ("ETag", format!("\"{}\"", git_sha1_hex(&content))),
         ("Accept-Ranges", "bytes".into()),
     ];
     serve_bytes(stream, st, method, file, range, content, headers)
