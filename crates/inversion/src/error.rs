@@ -64,11 +64,12 @@ pub enum InversionError {
     /// A trajectory file is unusable.
     #[error("trajectory {path:?}: {message}")]
     Trajectory { path: PathBuf, message: String },
-    /// The computation produced NaN or infinite values (e.g. f16 overflow).
-    #[error(
-        "{stage} produced non-finite values (NaN/inf); with f16/bf16 try f32 (this is the usual cause of black images)"
-    )]
-    NonFinite { stage: &'static str },
+    /// The computation produced NaN or infinite values; `causes` names the likely ones.
+    #[error("{stage} produced non-finite values (NaN/inf); {causes}")]
+    NonFinite {
+        stage: &'static str,
+        causes: &'static str,
+    },
     /// Tensor data could not be read back from the device or serialised.
     #[error("cannot serialise {what}: {message}")]
     Serialize { what: &'static str, message: String },

@@ -40,6 +40,7 @@ pub fn tensor_to_image(x: Tensor<4>) -> Result<RgbImage> {
     if values.iter().any(|v| !v.is_finite()) {
         return Err(InversionError::NonFinite {
             stage: "VAE decode",
+            causes: crate::pipeline::non_finite_causes(burn::tensor::DType::F32),
         });
     }
     let mut img = RgbImage::new(w as u32, h as u32);
@@ -53,10 +54,56 @@ pub fn tensor_to_image(x: Tensor<4>) -> Result<RgbImage> {
 
 /// Decodes an image from bytes (PNG, JPEG, WebP); `origin` names it in errors.
 pub fn decode_image(bytes: &[u8], origin: &str) -> Result<RgbImage> {
+    if image::guess_format(bytes).ok() == Some(image::ImageFormat::Jpeg) && jpeg_is_truncated(bytes)
+    {
+        return Err(InversionError::Image {
+            origin: origin.to_string(),
+            message: "the JPEG is truncated (its last scan has no end-of-image marker); the decoder would fill the missing part in".into(),
+        });
+    }
     image::load_from_memory(bytes)
         .map(|i| i.to_rgb8())
         .map_err(|e| InversionError::Image {
             origin: origin.to_string(),
             message: e.to_string(),
         })
+}
+
+/// Whether the last start-of-scan marker (`FF DA`) of a JPEG has no end-of-image marker (`FF D9`)
+/// after it. Entropy-coded data stuffs every `FF` with `00`, so neither appears inside a scan; an
+/// EXIF thumbnail's own markers come before the main image's.
+fn jpeg_is_truncated(bytes: &[u8]) -> bool {
+    let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
+    match (last(0xDA), last(0xD9)) {
+        (Some(sos), Some(eoi)) => eoi < sos,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A JPEG cut short is refused by name, not decoded with its missing half filled in.
+    #[test]
+    fn a_truncated_jpeg_is_an_error() {
+        let img = RgbImage::from_fn(64, 48, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 5) as u8, 90])
+        });
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+            .encode_image(&img)
+            .unwrap();
+        assert_eq!(
+            decode_image(&jpeg, "whole.jpg").unwrap().dimensions(),
+            (64, 48)
+        );
+        let cut = &jpeg[..jpeg.len() * 6 / 10];
+        let err = decode_image(cut, "cut.jpg").unwrap_err().to_string();
+        assert!(
+            err.contains("cut.jpg") && err.contains("truncated"),
+            "{err}"
+        );
+    }
 }

@@ -275,7 +275,7 @@ impl Pipeline {
         }
         let x = x * self.parts.vae_config.scaling_factor;
         progress.finish(Phase::Encode);
-        check_finite(&x, "VAE encode")?;
+        check_finite(&x, "VAE encode", DType::F32)?;
         Ok(x)
     }
 
@@ -289,7 +289,7 @@ impl Pipeline {
         }
         let image = self.parts.vae.decode(x)?;
         progress.finish(Phase::Decode);
-        check_finite(&image, "VAE decode")?;
+        check_finite(&image, "VAE decode", DType::F32)?;
         Ok(image)
     }
 
@@ -330,13 +330,58 @@ fn check_index(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Fails with [`InversionError::NonFinite`] when `x` holds NaN or ±inf.
-pub(crate) fn check_finite(x: &Tensor<4>, stage: &'static str) -> Result<()> {
+/// The likely causes of NaN/inf from a stage computed in `dtype`.
+pub(crate) fn non_finite_causes(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F16 | DType::BF16 => {
+            "f16/bf16 overflow is the usual cause (of black images too): try --dtype f32"
+        }
+        _ => {
+            "in f32 the likely causes are corrupt or mismatched weights, a wrong scaling_factor in vae/config.json, or an extreme guidance scale"
+        }
+    }
+}
+
+/// Fails with [`InversionError::NonFinite`] when `x` holds NaN or ±inf; `dtype` is what the
+/// stage computed in.
+pub(crate) fn check_finite(x: &Tensor<4>, stage: &'static str, dtype: DType) -> Result<()> {
     // A NaN or inf anywhere makes the sum of magnitudes non-finite.
     let total: f32 = x.clone().abs().sum().into_scalar::<f32>();
     if total.is_finite() {
         Ok(())
     } else {
-        Err(InversionError::NonFinite { stage })
+        Err(InversionError::NonFinite {
+            stage,
+            causes: non_finite_causes(dtype),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// NaN/inf in f32 is not blamed on reduced precision, and in f16/bf16 it is.
+    #[test]
+    fn non_finite_errors_name_the_likely_causes_for_the_dtype() {
+        let device = Device::flex();
+        let x = Tensor::<4>::from_data(
+            TensorData::new(vec![1.0f32, f32::NAN], [1, 1, 1, 2]),
+            &device,
+        );
+        let f32_err = check_finite(&x, "sampling", DType::F32)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            f32_err.contains("sampling") && f32_err.contains("scaling_factor"),
+            "{f32_err}"
+        );
+        assert!(!f32_err.contains("f16"), "{f32_err}");
+        let f16_err = check_finite(&x, "sampling", DType::F16)
+            .unwrap_err()
+            .to_string();
+        assert!(f16_err.contains("--dtype f32"), "{f16_err}");
+        let ok = Tensor::<4>::from_data(TensorData::new(vec![1.0f32, 2.0], [1, 1, 1, 2]), &device);
+        assert!(check_finite(&ok, "sampling", DType::F32).is_ok());
     }
 }

@@ -32,7 +32,7 @@ pub fn invert(
     }
     progress.finish(Phase::Inversion);
     if let Some(last) = entries.last() {
-        check_finite(last, "inversion")?;
+        check_finite(last, "inversion", p.dtype())?;
     }
     Ok(Trajectory {
         latents: Tensor::cat(entries, 0),

@@ -27,6 +27,6 @@ pub fn sample(
         progress.step(Phase::Sampling);
     }
     progress.finish(Phase::Sampling);
-    check_finite(&x, "sampling")?;
+    check_finite(&x, "sampling", p.dtype())?;
     Ok(x)
 }
