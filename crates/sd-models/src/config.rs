@@ -138,6 +138,15 @@ pub(crate) fn check_blocks(
     each_at_most(path, "block_out_channels", block_out_channels, MAX_CHANNELS)
 }
 
+/// A config file with `json` in a fresh folder, for the config parsers' tests.
+#[cfg(test)]
+pub(crate) fn config_file(json: serde_json::Value) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, json.to_string()).unwrap();
+    (dir, path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

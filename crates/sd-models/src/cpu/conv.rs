@@ -115,13 +115,9 @@ pub(crate) fn im2col_product(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::max_diff;
     use crate::layers::conv2d;
     use burn::tensor::{Device, Distribution};
-
-    fn max_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
-        assert_eq!(a.dims(), b.dims());
-        (a - b).abs().max().into_scalar()
-    }
 
     #[test]
     fn banded_im2col_matches_burns_conv() {

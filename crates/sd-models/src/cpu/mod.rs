@@ -61,3 +61,10 @@ pub(crate) fn on_flex<const D: usize>(x: &Tensor<D>) -> bool {
 pub(crate) fn f32_on_flex<const D: usize>(x: &Tensor<D>) -> bool {
     x.dtype() == DType::F32 && on_flex(x)
 }
+
+/// max |a − b| of two tensors of the same shape: the kernels' tests against Burn's ops.
+#[cfg(test)]
+pub(crate) fn max_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b).abs().max().into_scalar()
+}

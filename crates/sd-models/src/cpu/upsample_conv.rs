@@ -87,13 +87,9 @@ fn upsample2x_conv3x3(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::max_diff;
     use crate::layers::conv2d;
     use burn::tensor::{Device, Distribution};
-
-    fn max_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
-        assert_eq!(a.dims(), b.dims());
-        (a - b).abs().max().into_scalar()
-    }
 
     #[test]
     fn upsample_then_conv_in_four_phases_matches_the_direct_way() {

@@ -228,9 +228,7 @@ mod tests {
     use crate::error::ModelError;
 
     fn parse(json: serde_json::Value) -> Result<UNetConfig> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.json");
-        std::fs::write(&path, json.to_string()).unwrap();
+        let (_dir, path) = crate::config::config_file(json);
         UNetConfig::from_file(&path)
     }
 

@@ -145,9 +145,7 @@ mod tests {
     use super::*;
 
     fn parse(json: serde_json::Value) -> Result<VaeConfig> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.json");
-        std::fs::write(&path, json.to_string()).unwrap();
+        let (_dir, path) = crate::config::config_file(json);
         VaeConfig::from_file(&path)
     }
 
