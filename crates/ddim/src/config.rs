@@ -122,10 +122,18 @@ impl SchedulerConfig {
     /// Parses a `scheduler_config.json` file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| DdimError::Io {
+        let io = |source| DdimError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        // A regular file of at most 16 MiB: a device or FIFO would be read until memory ran out.
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if !meta.is_file() || meta.len() > 16 << 20 {
+            return Err(io(std::io::Error::other(
+                "not a regular file of at most 16 MiB",
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
         Self::from_json_str(&text).map_err(|e| match e {
             DdimError::Parse { message, .. } => DdimError::Parse {
                 origin: format!("{path:?}"),

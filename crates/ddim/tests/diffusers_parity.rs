@@ -244,4 +244,10 @@ fn bad_configs_and_steps_are_clear_errors() {
             "{err}"
         );
     }
+    // A device is not read until memory runs out.
+    #[cfg(target_os = "linux")]
+    {
+        let err = SchedulerConfig::from_file("/dev/zero").unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
 }

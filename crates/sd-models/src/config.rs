@@ -54,15 +54,40 @@ impl Choice for ActFn {
     const SUPPORTED: &'static str = "silu";
 }
 
+/// The largest config or tokenizer file read (CLIP's `vocab.json` is 1.6 MB).
+pub const MAX_TEXT_FILE: u64 = 64 << 20;
+
+/// Reads a config or tokenizer file: a regular file of at most [`MAX_TEXT_FILE`] bytes (a device
+/// or FIFO would be read until memory runs out). `what` names it when it is absent.
+pub(crate) fn read_text(path: &Path, what: &str) -> Result<String> {
+    let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => ModelError::MissingFile {
+            path: path.to_path_buf(),
+            what: what.to_string(),
+        },
+        _ => ModelError::io(path, source),
+    })?;
+    if !meta.is_file() {
+        return Err(ModelError::config(
+            path,
+            format!("the {what} is not a regular file"),
+        ));
+    }
+    if meta.len() > MAX_TEXT_FILE {
+        return Err(ModelError::config(
+            path,
+            format!(
+                "{} bytes, more than the {MAX_TEXT_FILE} a {what} can be",
+                meta.len()
+            ),
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))
+}
+
 /// Reads a JSON config, naming the file in every error; `what` names it when it is absent.
 pub(crate) fn read_json(path: &Path, what: &str) -> Result<Value> {
-    if !path.is_file() {
-        return Err(ModelError::MissingFile {
-            path: path.to_path_buf(),
-            what: what.into(),
-        });
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+    let text = read_text(path, what)?;
     serde_json::from_str(&text).map_err(|e| ModelError::config(path, e.to_string()))
 }
 
@@ -150,6 +175,16 @@ pub(crate) fn config_file(json: serde_json::Value) -> (tempfile::TempDir, std::p
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A device or FIFO named as a config is refused, not read until memory runs out.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn only_regular_files_are_read() {
+        let e = read_text(Path::new("/dev/zero"), "tokenizer vocabulary").unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let e = read_text(Path::new("/no/such/vocab.json"), "tokenizer vocabulary").unwrap_err();
+        assert!(matches!(e, ModelError::MissingFile { .. }), "{e}");
+    }
 
     #[test]
     fn an_unsupported_name_is_named_with_the_supported_ones() {

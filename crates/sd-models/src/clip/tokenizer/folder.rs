@@ -114,13 +114,7 @@ fn max_length(config: &Map<String, Value>, path: &Path) -> Result<usize> {
 }
 
 pub(super) fn read_text(path: &Path, what: &str) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => ModelError::MissingFile {
-            path: path.to_path_buf(),
-            what: what.to_string(),
-        },
-        _ => ModelError::io(path, source),
-    })
+    crate::config::read_text(path, what)
 }
 
 pub(super) fn read_json_object(path: &Path, what: &str) -> Result<Map<String, Value>> {
