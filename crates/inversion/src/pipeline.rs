@@ -334,7 +334,7 @@ fn check_index(dir: &Path) -> Result<()> {
 pub(crate) fn non_finite_causes(dtype: DType) -> &'static str {
     match dtype {
         DType::F16 | DType::BF16 => {
-            "f16/bf16 overflow is the usual cause (of black images too): try --dtype f32"
+            "f16/bf16 overflow is the usual cause (of black images too): compute in f32"
         }
         _ => {
             "in f32 the likely causes are corrupt or mismatched weights, a wrong scaling_factor in vae/config.json, or an extreme guidance scale"
@@ -380,7 +380,7 @@ mod tests {
         let f16_err = check_finite(&x, "sampling", DType::F16)
             .unwrap_err()
             .to_string();
-        assert!(f16_err.contains("--dtype f32"), "{f16_err}");
+        assert!(f16_err.contains("compute in f32"), "{f16_err}");
         let ok = Tensor::<4>::from_data(TensorData::new(vec![1.0f32, 2.0], [1, 1, 1, 2]), &device);
         assert!(check_finite(&ok, "sampling", DType::F32).is_ok());
     }
