@@ -28,8 +28,10 @@ pub const COMPONENTS: [&str; 6] = [
     "edit",
 ];
 
-/// Measured only when asked for: the UNet's ops one by one (see `ops.rs`).
-pub const EXTRA_COMPONENTS: [&str; 1] = ["ops"];
+/// Measured only when asked for: the UNet's ops one by one (see `ops.rs`), and a UNet step of a
+/// Prompt-to-Prompt edit (both branches, attention control on every layer it touches) beside the
+/// same batch without control.
+pub const EXTRA_COMPONENTS: [&str; 2] = ["ops", "unet-p2p"];
 
 /// `cargo xtask bench` arguments.
 #[derive(clap::Args, Debug, Clone)]
@@ -163,7 +165,7 @@ impl Options {
     /// Timed iterations of `component` (after its warm-up).
     pub fn iterations(&self, component: &str) -> usize {
         self.iters.unwrap_or(match component {
-            "unet" | "matmul" => 3,
+            "unet" | "unet-p2p" | "matmul" => 3,
             "ops" => 5,
             "text-encoder" => 5,
             "edit" => 1,

@@ -108,6 +108,12 @@ pub struct SampleArgs {
     /// Also write the final latents (safetensors, `latents` [1, C, h, w]).
     #[arg(long)]
     pub save_latents: Option<PathBuf>,
+    /// The prompt the trajectory inverted (for --attention/--inversion edits of --latents).
+    /// Default: the trajectory's own `prompt`.
+    #[arg(long, requires = "latents")]
+    pub source_prompt: Option<String>,
+    #[command(flatten)]
+    pub method: crate::method::MethodArgs,
 }
 
 #[derive(Args)]
@@ -143,6 +149,8 @@ pub struct EditArgs {
     /// Also write the inverse trajectory that the edit computed (for `sample --latents`).
     #[arg(long)]
     pub save_trajectory: Option<PathBuf>,
+    #[command(flatten)]
+    pub method: crate::method::MethodArgs,
 }
 
 /// `--size 512x768` → (512, 768).

@@ -6,9 +6,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use burn::tensor::Tensor;
 use image::RgbImage;
 use inversion::image::{decode_image, image_to_tensor, tensor_to_image};
-use inversion::{EditOptions, InversionError, LoadOptions, Pipeline, Trajectory, latents_bytes};
+use inversion::{
+    EditOptions, Inversion, InversionError, LoadOptions, P2pOptions, Pipeline, Trajectory,
+    latents_bytes,
+};
 
 use crate::args::{Common, EditArgs, InvertArgs, SampleArgs};
 use crate::output::{Output, check_targets, png_bytes, write_all};
@@ -166,11 +170,22 @@ pub fn sample(a: &SampleArgs) -> Result<()> {
         &[("--out", &a.out)],
         &[("--save-latents", a.save_latents.as_deref())],
     ))?;
+    let method = match a.method.method()? {
+        (Inversion::Ddim, None) => None,
+        m if a.latents.is_none() => bail!(
+            "--inversion {} / --attention {} edit a trajectory: give --latents (from `invert` or `edit --save-trajectory`)",
+            m.0,
+            if m.1.is_some() { "p2p" } else { "none" }
+        ),
+        m => Some(m),
+    };
     let bars = Bars::new(common.quiet);
     let pipeline = load(common)?;
+    let mut trajectory = None;
     let (start, k) = match &a.latents {
         Some(path) => {
-            let trajectory = Trajectory::load(path, pipeline.device())?;
+            let t = trajectory.insert(Trajectory::load(path, pipeline.device())?);
+            let trajectory = &*t;
             if let Some(made_by) = trajectory.metadata.get("model")
                 && made_by != &common.model
             {
@@ -189,9 +204,13 @@ pub fn sample(a: &SampleArgs) -> Result<()> {
         None => (pipeline.noise_latents(a.seed, size(common, &pipeline)?), 0),
     };
     let guidance = common.guidance.unwrap_or(inversion::DEFAULT_GUIDANCE);
-    let cond = pipeline.conditioning(&a.prompt, &a.negative_prompt, guidance)?;
-    let result =
-        inversion::sample(&pipeline, start, &cond, common.steps, k, &bars).map_err(flagged)?;
+    let result = match (&trajectory, method) {
+        (Some(t), Some(m)) => sample_method(a, &pipeline, t, k, m, guidance, &bars)?,
+        _ => {
+            let cond = pipeline.conditioning(&a.prompt, &a.negative_prompt, guidance)?;
+            inversion::sample(&pipeline, start, &cond, common.steps, k, &bars).map_err(flagged)?
+        }
+    };
     let image = tensor_to_image(pipeline.decode(result.clone(), &bars)?)?;
     let mut outputs = vec![Output {
         flag: "--out",
@@ -209,6 +228,44 @@ pub fn sample(a: &SampleArgs) -> Result<()> {
     finish(common, &bars, started, outputs)
 }
 
+/// `sample --latents` with an editing method: the sampling half of `edit`, from a trajectory.
+fn sample_method(
+    a: &SampleArgs,
+    p: &Pipeline,
+    t: &Trajectory,
+    k: usize,
+    (inversion, attention): (Inversion, Option<P2pOptions>),
+    guidance: f64,
+    bars: &Bars,
+) -> Result<Tensor<4>> {
+    let source = match (&a.source_prompt, t.metadata.get("prompt")) {
+        (Some(s), _) | (None, Some(s)) => s.clone(),
+        (None, None) => {
+            bail!(
+                "--latents holds no `prompt`: give --source-prompt, the prompt it was inverted with"
+            )
+        }
+    };
+    if inversion == Inversion::NegativePrompt
+        && let Some(g) = t.metadata.get("guidance")
+        && g != "1"
+    {
+        bail!(
+            "--inversion negative-prompt reverses an unguided inversion, but --latents was inverted at guidance {g}: invert with --guidance 1"
+        );
+    }
+    let options = EditOptions {
+        steps: a.common.steps,
+        start_step: k,
+        guidance,
+        inversion_guidance: 1.0,
+        negative_prompt: a.negative_prompt.clone(),
+        inversion,
+        attention,
+    };
+    inversion::edit_from(p, t, &source, &a.prompt, &options, bars).map_err(flagged)
+}
+
 pub fn edit(a: &EditArgs) -> Result<()> {
     let (common, started) = (&a.common, Instant::now());
     let start_step = a
@@ -222,6 +279,7 @@ pub fn edit(a: &EditArgs) -> Result<()> {
             ("--save-trajectory", a.save_trajectory.as_deref()),
         ],
     ))?;
+    let (method, attention) = a.method.method()?;
     let bars = Bars::new(common.quiet);
     let img = read_image(&a.image)?;
     let pipeline = load(common)?;
@@ -232,7 +290,10 @@ pub fn edit(a: &EditArgs) -> Result<()> {
         guidance: common.guidance.unwrap_or(inversion::DEFAULT_GUIDANCE),
         inversion_guidance: a.inversion_guidance,
         negative_prompt: a.negative_prompt.clone(),
+        inversion: method,
+        attention,
     };
+    inversion::check_method(&pipeline, &a.prompt, &a.edit_prompt, &options).map_err(flagged)?;
     let x = image_to_tensor(&img, size, pipeline.device());
     let result = inversion::edit(&pipeline, x, &a.prompt, &a.edit_prompt, &options, &bars)
         .map_err(flagged)?;

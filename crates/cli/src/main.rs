@@ -5,6 +5,7 @@
 
 mod args;
 mod commands;
+mod method;
 mod output;
 mod progress;
 

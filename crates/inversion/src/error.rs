@@ -70,6 +70,9 @@ pub enum InversionError {
         stage: &'static str,
         causes: &'static str,
     },
+    /// An editing option that does not fit the prompts or the other options.
+    #[error("{flag} {message}")]
+    EditOption { flag: &'static str, message: String },
     /// Tensor data could not be read back from the device or serialised.
     #[error("cannot serialise {what}: {message}")]
     Serialize { what: &'static str, message: String },

@@ -4,7 +4,9 @@
 //! primitives (prompt conditioning, one guided UNet evaluation, encode, decode). The algorithms are
 //! free functions over `&Pipeline`, one module each in [`algorithms`]: [`edit`] = encode →
 //! [`invert`] with the prompt that describes the image → [`sample`] from an intermediate step with
-//! the edited prompt → decode. Progress goes to a [`Progress`] observer; the library never prints
+//! the edited prompt → decode; with [`EditOptions::attention`] the source and edited prompt are
+//! sampled together under Prompt-to-Prompt's attention control ([`P2p`]), and
+//! [`EditOptions::inversion`] selects negative-prompt or direct inversion ([`Inversion`]). Progress goes to a [`Progress`] observer; the library never prints
 //! nor writes files (callers write [`Trajectory::to_bytes`] and the images).
 //! DDIM: Song et al., arXiv 2010.02502; Stable Diffusion: Rombach et al., arXiv 2112.10752.
 //! The scheduler hands out f64 coefficients (crate `ddim`); this crate applies them to tensors.
@@ -17,11 +19,15 @@ pub mod noise;
 pub mod pipeline;
 pub mod progress;
 pub mod trajectory;
+pub mod words;
 
+pub use algorithms::branches::{Inversion, branch_conditioning, sample_branches};
 pub use algorithms::edit::{
-    DEFAULT_GUIDANCE, DEFAULT_INVERSION_GUIDANCE, EditOptions, EditOutput, default_start_step, edit,
+    DEFAULT_GUIDANCE, DEFAULT_INVERSION_GUIDANCE, EditOptions, EditOutput, check_method,
+    default_start_step, edit, edit_from,
 };
 pub use algorithms::invert::{invert, start_latents};
+pub use algorithms::p2p::{P2p, P2pOptions};
 pub use algorithms::sample::sample;
 pub use algorithms::{apply_step, check_start};
 pub use error::{InversionError, Result};

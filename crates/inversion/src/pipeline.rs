@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use ddim::{DdimSchedule, SchedulerConfig};
 use sd_models::clip::{ClipTextModel, ClipTokenizer};
-use sd_models::unet::{UNet2DConditionModel, UNetConfig};
+use sd_models::unet::{AttentionControl, UNet2DConditionModel, UNetConfig};
 use sd_models::vae::{AutoencoderKL, VaeConfig};
 
 use crate::error::{InversionError, Result};
@@ -245,23 +245,34 @@ impl Pipeline {
         t: i64,
         cond: &Conditioning,
     ) -> Result<Tensor<4>> {
+        self.guided_output_with(latents, t, cond, None)
+    }
+
+    /// [`guided_output`](Self::guided_output) for `n` latents at once, with an optional attention
+    /// control: `cond` holds `n` conditional states (g = 1) or `n` unconditional then `n`
+    /// conditional ones, and the UNet runs on `[latents]` or `[latents, latents]`.
+    ///
+    /// # Shapes
+    /// - latents, output: `[n, C, h, w]`; cond.context: `[n or 2n, tokens, dim]`
+    pub fn guided_output_with(
+        &self,
+        latents: &Tensor<4>,
+        t: i64,
+        cond: &Conditioning,
+        control: Option<&mut dyn AttentionControl>,
+    ) -> Result<Tensor<4>> {
         let x = latents.clone().cast(self.parts.dtype);
-        if cond.batch() == 1 {
-            let out = self
-                .parts
-                .unet
-                .forward(x, &[t as f64], cond.context.clone())?;
+        let [n, c, h, w] = x.dims();
+        let unet = &self.parts.unet;
+        if cond.batch() == n {
+            let out = unet.forward_with(x, &[t as f64], cond.context.clone(), control)?;
             return Ok(out.cast(DType::F32));
         }
-        let out = self.parts.unet.forward(
-            Tensor::cat(vec![x.clone(), x], 0),
-            &[t as f64],
-            cond.context.clone(),
-        )?;
+        let input = Tensor::cat(vec![x.clone(), x], 0);
+        let out = unet.forward_with(input, &[t as f64], cond.context.clone(), control)?;
         let out = out.cast(DType::F32);
-        let [_, c, h, w] = out.dims();
-        let uncond = out.clone().slice([0..1, 0..c, 0..h, 0..w]);
-        let cond_out = out.slice([1..2, 0..c, 0..h, 0..w]);
+        let uncond = out.clone().slice([0..n, 0..c, 0..h, 0..w]);
+        let cond_out = out.slice([n..2 * n, 0..c, 0..h, 0..w]);
         Ok(uncond.clone() + (cond_out - uncond) * cond.guidance)
     }
 

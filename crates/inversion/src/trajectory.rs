@@ -2,7 +2,9 @@
 //!
 //! File layout: `latents` f32 `[N, C, h, w]` in ascending timestep order (entry j is the latent
 //! after inverse step j+1, at inverse timestep s_{j+1}), `timesteps` i64 `[N]`, and string metadata
-//! (`model`, `prompt`, `steps`, `guidance`). Files are written with sorted metadata keys, so the
+//! (`model`, `prompt`, `steps`, `guidance`), and `x0` f32 `[1, C, h, w]`, the photo's latent the
+//! path starts from (what direct inversion's last step lands on; absent in older files). Files are
+//! written with sorted metadata keys, so the
 //! same run gives the same bytes.
 
 use std::collections::BTreeMap;
@@ -23,6 +25,8 @@ pub struct Trajectory {
     /// The schedule's number of steps N.
     pub steps: usize,
     pub metadata: BTreeMap<String, String>,
+    /// The latent x₀ the inversion started from, `[1, C, h, w]`.
+    pub origin: Option<Tensor<4>>,
 }
 
 impl Trajectory {
@@ -44,21 +48,22 @@ impl Trajectory {
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let shape = self.latents.dims().to_vec();
         let latents = f32_bytes(&self.latents, "the trajectory's latents")?;
-        safetensors_bytes(
-            &[
-                ("latents", Dtype::F32, shape, latents),
-                (
-                    "timesteps",
-                    Dtype::I64,
-                    vec![self.timesteps.len()],
-                    self.timesteps
-                        .iter()
-                        .flat_map(|t| t.to_le_bytes())
-                        .collect(),
-                ),
-            ],
-            &self.metadata,
-        )
+        let mut tensors = vec![
+            ("latents", Dtype::F32, shape, latents),
+            (
+                "timesteps",
+                Dtype::I64,
+                vec![self.timesteps.len()],
+                self.timesteps
+                    .iter()
+                    .flat_map(|t| t.to_le_bytes())
+                    .collect(),
+            ),
+        ];
+        if let Some(x0) = &self.origin {
+            tensors.push(("x0", Dtype::F32, x0.dims().to_vec(), f32_bytes(x0, "x0")?));
+        }
+        safetensors_bytes(&tensors, &self.metadata)
     }
 
     /// Reads a trajectory file; `steps` comes from its metadata (or its length).
@@ -121,11 +126,34 @@ impl Trajectory {
                 .map_err(|_| bad(format!("metadata steps {s:?} is not a number")))?,
             None => timesteps.len(),
         };
+        let origin = match st.tensor("x0") {
+            Err(_) => None,
+            Ok(x0) => {
+                let (c, h, w) = (&lat.shape()[1], &lat.shape()[2], &lat.shape()[3]);
+                if x0.dtype() != Dtype::F32 || x0.shape() != [1, *c, *h, *w] {
+                    return Err(bad(format!(
+                        "`x0` must be f32 [1, {c}, {h}, {w}] like the latents, found {:?} {:?}",
+                        x0.dtype(),
+                        x0.shape()
+                    )));
+                }
+                let v: Vec<f32> = x0
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                Some(Tensor::from_data(
+                    TensorData::new(v, x0.shape().to_vec()),
+                    device,
+                ))
+            }
+        };
         Ok(Self {
             latents: Tensor::from_data(TensorData::new(values, lat.shape().to_vec()), device),
             timesteps,
             steps,
             metadata,
+            origin,
         })
     }
 }
@@ -247,6 +275,7 @@ mod tests {
             timesteps: vec![1, 21],
             steps: 50,
             metadata: metadata.clone(),
+            origin: None,
         };
         let bytes = t.to_bytes().unwrap();
         for _ in 0..4 {

@@ -125,6 +125,7 @@ fn run_cases(backend: &str, device: &Device, subset: &[&str]) {
             guidance: g,
             inversion_guidance: g_inv,
             negative_prompt: s("negative_prompt"),
+            ..EditOptions::new(n)
         };
         let edit = inversion::edit(
             &p,
@@ -166,3 +167,5 @@ fn run_cases(backend: &str, device: &Device, subset: &[&str]) {
         );
     }
 }
+
+mod methods;

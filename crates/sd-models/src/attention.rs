@@ -7,11 +7,13 @@
 
 use burn::module::Module;
 use burn::nn::{GroupNorm, Linear};
+use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Device, Tensor};
 
 use crate::layers::{group_norm, linear};
+use crate::unet::control::{AttentionControl, AttentionSite};
 
 /// `diffusers.models.attention_processor.Attention`.
 #[derive(Module, Debug)]
@@ -76,6 +78,23 @@ impl Attention {
             .forward(multi_head(q, k, v, self.heads, self.upcast))
     }
 
+    /// [`forward`](Self::forward) with the probabilities computed explicitly and handed to
+    /// `control` (see [`crate::unet::control`]), which returns those to apply.
+    pub fn forward_controlled(
+        &self,
+        x: Tensor<3>,
+        context: Option<Tensor<3>>,
+        site: &AttentionSite,
+        control: &mut dyn AttentionControl,
+    ) -> Tensor<3> {
+        let context = context.unwrap_or_else(|| x.clone());
+        let q = self.to_q.forward(x);
+        let k = self.to_k.forward(context.clone());
+        let v = self.to_v.forward(context);
+        let out = multi_head_explicit(q, k, v, self.heads, |p| control.control(site, p));
+        self.to_out.forward(out)
+    }
+
     /// The VAE's spatial self-attention with its norm and residual.
     ///
     /// # Shapes
@@ -119,6 +138,35 @@ pub fn multi_head(
     }
     let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
     let out = if upcast { out.cast(dtype) } else { out };
+    let [b, h, n, d] = out.dims();
+    out.swap_dims(1, 2).reshape([b, n, h * d])
+}
+
+/// [`multi_head`] as softmax(QKᵀ/√d)·V with the probabilities, in f32, passed through `edit`.
+///
+/// # Shapes
+/// - q: `[batch, q_tokens, heads·d]`, k/v: `[batch, kv_tokens, heads·d]`
+/// - the probabilities `edit` takes and returns: `[batch, heads, q_tokens, kv_tokens]`
+/// - output: `[batch, q_tokens, heads·d]`
+pub fn multi_head_explicit(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    heads: usize,
+    edit: impl FnOnce(Tensor<4>) -> Tensor<4>,
+) -> Tensor<3> {
+    let dtype = q.dtype();
+    let split = |t: Tensor<3>| {
+        let [b, n, c] = t.dims();
+        t.reshape([b, n, heads, c / heads])
+            .swap_dims(1, 2)
+            .cast(DType::F32) // [b, heads, n, d]
+    };
+    let (q, k, v) = (split(q), split(k), split(v));
+    let d = q.dims()[3];
+    let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (d as f64).sqrt());
+    let probs = edit(softmax(scores, 3));
+    let out = probs.matmul(v).cast(dtype);
     let [b, h, n, d] = out.dims();
     out.swap_dims(1, 2).reshape([b, n, h * d])
 }

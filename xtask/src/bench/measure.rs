@@ -18,7 +18,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use burn::tensor::{DType, Device, Distribution, Tensor};
 use ddim::{DdimSchedule, SchedulerConfig};
-use inversion::{EditOptions, NoProgress, Parts, Pipeline};
+use inversion::{EditOptions, NoProgress, P2p, P2pOptions, Parts, Pipeline};
 use sd_models::clip::{ClipTextConfig, ClipTextModel, ClipTokenizer};
 use sd_models::unet::{UNet2DConditionModel, UNetConfig};
 use sd_models::vae::{AutoencoderKL, VaeConfig};
@@ -216,6 +216,7 @@ impl Bench<'_> {
                 (1, 1, flop, none, time(1, iters, run)?)
             }
             "unet" => return self.unet(iters),
+            "unet-p2p" => return self.unet_p2p(iters),
             "edit" => return self.edit(iters),
             other => bail!("unknown component {other:?}"),
         })
@@ -249,6 +250,39 @@ impl Bench<'_> {
         Ok((1, 2, flop, json!({}), time(1, iters, run)?))
     }
 
+    /// A Prompt-to-Prompt sampling step: batch 4 ([u, u, c_src, c_edit]) with the control at its
+    /// first step (cross- and self-attention replaced), against the same batch without control,
+    /// timed alternately in the same run; the record's `plain_median_s` is the latter.
+    fn unet_p2p(&self, iters: usize) -> anyhow::Result<Measured> {
+        let (p, (s, _)) = (&self.p, self.sides());
+        let x = Tensor::<4>::random([4, 4, s, s], Distribution::Normal(0.0, 1.0), &self.device)
+            .cast(p.dtype());
+        let dim = p.unet_config().cross_attention_dims()[0];
+        let context =
+            Tensor::<3>::random([4, 77, dim], Distribution::Normal(0.0, 1.0), &self.device)
+                .cast(p.dtype());
+        let (source, target) = ("a puppy on the grass", "a cat on the grass");
+        let options = P2pOptions {
+            blend_words: vec!["cat".into()],
+            ..P2pOptions::default()
+        };
+        let mut control = P2p::new(p, source, target, &options, 50)?;
+        let controlled = || {
+            p.unet()
+                .forward_with(x.clone(), &[500.0], context.clone(), Some(&mut control))?;
+            self.sync()
+        };
+        let plain = || {
+            p.unet().forward(x.clone(), &[500.0], context.clone())?;
+            self.sync()
+        };
+        let (plain_times, _) = time(1, iters, plain)?;
+        let measured = time(1, iters, controlled)?;
+        let flop = flops::unet(p.unet_config(), 4, s, s, 77);
+        let extra = json!({"plain_median_s": median(&plain_times)});
+        Ok((1, 4, flop, extra, measured))
+    }
+
     fn edit(&self, iters: usize) -> anyhow::Result<Measured> {
         let (p, (s, big)) = (&self.p, self.sides());
         let (n, k) = (self.o.steps, self.o.start_step);
@@ -258,6 +292,7 @@ impl Bench<'_> {
             guidance: 3.5,
             inversion_guidance: 3.5,
             negative_prompt: String::new(),
+            ..EditOptions::new(n)
         };
         let run = || {
             let (source, target) = ("a puppy on the grass", "a cat on the grass");

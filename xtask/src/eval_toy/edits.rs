@@ -111,6 +111,7 @@ impl<'a> Edits<'a> {
                 guidance: o.guidance,
                 inversion_guidance: o.inversion_guidance,
                 negative_prompt: String::new(),
+                ..EditOptions::new(o.steps)
             },
             colour_names: heldout.colours.keys().cloned().collect(),
             small: scenes.iter().map(|s| s.r <= SMALL_RADIUS).collect(),

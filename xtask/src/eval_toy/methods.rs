@@ -5,9 +5,9 @@ use burn::tensor::{Tensor, TensorData};
 use image::RgbImage;
 use inversion::image::{image_to_tensor, tensor_to_image};
 use inversion::noise::gaussian;
-use inversion::{EditOptions, NoProgress, Pipeline};
+use inversion::{EditOptions, Inversion, NoProgress, P2pOptions, Pipeline};
 
-/// The three ways of editing compared.
+/// The ways of editing compared.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 pub enum Method {
     /// This project's edit.
@@ -19,6 +19,18 @@ pub enum Method {
     /// The diffusion course notebook's indexing.
     #[value(name = "tutorial")]
     Tutorial,
+    /// Prompt-to-Prompt over DDIM inversion, blending on the words the prompts differ in.
+    #[value(name = "p2p")]
+    P2p,
+    /// Negative-prompt inversion, plain prompt swap.
+    #[value(name = "negative-prompt")]
+    NegativePrompt,
+    /// Negative-prompt inversion with Prompt-to-Prompt.
+    #[value(name = "negative-prompt+p2p")]
+    NegativePromptP2p,
+    /// Direct inversion with Prompt-to-Prompt.
+    #[value(name = "direct+p2p")]
+    DirectP2p,
 }
 
 impl Method {
@@ -28,6 +40,39 @@ impl Method {
             Method::Inversion => "inversion",
             Method::Img2Img => "img2img",
             Method::Tutorial => "tutorial (off by one)",
+            Method::P2p => "p2p",
+            Method::NegativePrompt => "negative-prompt",
+            Method::NegativePromptP2p => "negative-prompt+p2p",
+            Method::DirectP2p => "direct+p2p",
+        }
+    }
+
+    /// The inversion and attention control of the methods that are `inversion::edit` options.
+    fn edit_options(self, source: &str, target: &str, o: &EditOptions) -> EditOptions {
+        let p2p = || {
+            let words = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+            let (a, b) = (words(source), words(target));
+            let differ = a
+                .iter()
+                .chain(&b)
+                .filter(|w| !(a.contains(w) && b.contains(w)));
+            Some(P2pOptions {
+                blend_words: differ.cloned().collect(),
+                ..P2pOptions::default()
+            })
+        };
+        let (inversion, attention) = match self {
+            Method::Inversion => (Inversion::Ddim, None),
+            Method::P2p => (Inversion::Ddim, p2p()),
+            Method::NegativePrompt => (Inversion::NegativePrompt, None),
+            Method::NegativePromptP2p => (Inversion::NegativePrompt, p2p()),
+            Method::DirectP2p => (Inversion::Direct, p2p()),
+            Method::Img2Img | Method::Tutorial => (Inversion::Ddim, None),
+        };
+        EditOptions {
+            inversion,
+            attention,
+            ..o.clone()
         }
     }
 }
@@ -46,8 +91,13 @@ pub fn edit(
     let x = image_to_tensor(image, size, p.device());
     let (n, k) = (o.steps, o.start_step);
     let start = match method {
-        Method::Inversion => {
-            let out = inversion::edit(p, x, source, target, o, &NoProgress)?;
+        Method::Inversion
+        | Method::P2p
+        | Method::NegativePrompt
+        | Method::NegativePromptP2p
+        | Method::DirectP2p => {
+            let options = method.edit_options(source, target, o);
+            let out = inversion::edit(p, x, source, target, &options, &NoProgress)?;
             return Ok(tensor_to_image(out.image)?);
         }
         Method::Img2Img => {

@@ -3,10 +3,12 @@
 
 use burn::tensor::Tensor;
 
+use super::branches::{Inversion, SourcePath, branch_conditioning, sample_branches};
 use super::check_start;
-use super::invert::invert;
+use super::invert::{invert, start_latents};
+use super::p2p::{P2p, P2pOptions};
 use super::sample::sample;
-use crate::error::Result;
+use crate::error::{InversionError, Result};
 use crate::pipeline::Pipeline;
 use crate::progress::Progress;
 use crate::trajectory::Trajectory;
@@ -36,6 +38,10 @@ pub struct EditOptions {
     pub guidance: f64,
     pub inversion_guidance: f64,
     pub negative_prompt: String,
+    /// How the source branch is kept on the photo's path.
+    pub inversion: Inversion,
+    /// Prompt-to-Prompt attention control, or none (a plain prompt swap).
+    pub attention: Option<P2pOptions>,
 }
 
 impl EditOptions {
@@ -47,6 +53,8 @@ impl EditOptions {
             guidance: DEFAULT_GUIDANCE,
             inversion_guidance: DEFAULT_INVERSION_GUIDANCE,
             negative_prompt: String::new(),
+            inversion: Inversion::Ddim,
+            attention: None,
         }
     }
 }
@@ -71,18 +79,90 @@ pub fn edit(
     progress: &dyn Progress,
 ) -> Result<EditOutput> {
     check_start(o.steps, o.start_step)?;
+    check_method(p, source, target, o)?;
     let x0 = p.encode(image, progress)?;
     let inv_cond = p.conditioning(source, &o.negative_prompt, o.inversion_guidance)?;
     let trajectory = invert(p, x0, &inv_cond, o.steps, o.steps - o.start_step, progress)?;
-    let start = trajectory.entry(o.steps - 1 - o.start_step);
-    let cond = p.conditioning(target, &o.negative_prompt, o.guidance)?;
-    let latents = sample(p, start, &cond, o.steps, o.start_step, progress)?;
+    let latents = edit_from(p, &trajectory, source, target, o, progress)?;
     let image = p.decode(latents.clone(), progress)?;
     Ok(EditOutput {
         trajectory,
         latents,
         image,
     })
+}
+
+/// The sampling half of an edit, from a trajectory that inverted the photo with `source`
+/// (invert once, edit many): the edited latents `[1, C, h, w]`.
+pub fn edit_from(
+    p: &Pipeline,
+    trajectory: &Trajectory,
+    source: &str,
+    target: &str,
+    o: &EditOptions,
+    progress: &dyn Progress,
+) -> Result<Tensor<4>> {
+    let mut control = check_method(p, source, target, o)?;
+    let start = start_latents(p, trajectory, o.steps, o.start_step)?;
+    let Some(control) = control.as_mut() else {
+        let negative = match o.inversion {
+            Inversion::NegativePrompt => source,
+            _ => &o.negative_prompt,
+        };
+        let cond = p.conditioning(target, negative, o.guidance)?;
+        return sample(p, start, &cond, o.steps, o.start_step, progress);
+    };
+    let cond = branch_conditioning(
+        p,
+        source,
+        target,
+        &o.negative_prompt,
+        o.inversion,
+        o.guidance,
+    )?;
+    let path = match (o.inversion, &trajectory.origin) {
+        (Inversion::Direct, None) => {
+            return Err(InversionError::EditOption {
+                flag: "--inversion",
+                message: "direct needs the photo's latent x0, which this trajectory file does not hold: invert the photo again".into(),
+            });
+        }
+        (Inversion::Direct, Some(origin)) => Some(SourcePath {
+            trajectory: &trajectory.latents,
+            origin,
+        }),
+        _ => None,
+    };
+    let both = sample_branches(
+        p,
+        start,
+        &cond,
+        o.steps,
+        o.start_step,
+        path,
+        Some(control),
+        progress,
+    )?;
+    let [_, c, h, w] = both.dims();
+    Ok(both.slice([1..2, 0..c, 0..h, 0..w]))
+}
+
+/// Checks that the inversion and attention options fit together and the prompts, before any
+/// compute; returns the attention control to sample with.
+pub fn check_method(
+    p: &Pipeline,
+    source: &str,
+    target: &str,
+    o: &EditOptions,
+) -> Result<Option<P2p>> {
+    match &o.attention {
+        None if o.inversion == Inversion::Direct => Err(InversionError::EditOption {
+            flag: "--inversion",
+            message: "direct corrects the source branch, which only an attention-controlled edit reads: use it with --attention p2p (with --attention none it equals ddim)".into(),
+        }),
+        None => Ok(None),
+        Some(a) => Ok(Some(P2p::new(p, source, target, a, o.steps - o.start_step)?)),
+    }
 }
 
 #[cfg(test)]

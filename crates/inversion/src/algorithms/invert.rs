@@ -22,7 +22,7 @@ pub fn invert(
     let timesteps = p.schedule().inverse_timesteps(steps)?;
     let count = count.min(steps);
     progress.start(Phase::Inversion, count);
-    let mut x = x0;
+    let mut x = x0.clone();
     let mut entries = Vec::with_capacity(count);
     for &t in &timesteps[..count] {
         let out = p.guided_output(&x, t, cond)?;
@@ -39,6 +39,7 @@ pub fn invert(
         timesteps: timesteps[..count].to_vec(),
         steps,
         metadata: Default::default(),
+        origin: Some(x0),
     })
 }
 

@@ -138,11 +138,7 @@ impl ClipTokenizer {
     /// Tokenizes `prompt` into exactly [`max_length`](Self::max_length) ids. A prompt too long
     /// for the model loses its last tokens (the end token is kept), with a warning.
     pub fn encode(&self, prompt: &str) -> Result<TokenizedPrompt> {
-        let encoding = self
-            .tokenizer
-            .encode(prompt, false)
-            .map_err(|e| invalid(&self.dir, format!("cannot encode prompt: {e}")))?;
-        let tokens = encoding.get_ids();
+        let tokens = self.tokens(prompt)?;
         let room = self.max_length - 2;
         let kept = tokens.len().min(room);
         let dropped = tokens.len() - kept;
@@ -160,6 +156,15 @@ impl ClipTokenizer {
         ids.push(self.eos_id);
         ids.resize(self.max_length, self.pad_id);
         Ok(TokenizedPrompt { ids, dropped })
+    }
+
+    /// The tokens of `text` alone: no start, end or padding ids, nothing dropped.
+    pub fn tokens(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| invalid(&self.dir, format!("cannot encode prompt: {e}")))?;
+        Ok(encoding.get_ids().to_vec())
     }
 
     /// The number of ids per prompt (`model_max_length`, 77 for every Stable Diffusion).

@@ -5,6 +5,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use super::config::{DownBlockConfig, UpBlockConfig};
+use super::control::{Hooks, Place};
 use super::transformer::{Transformer2DModel, TransformerSpec};
 use crate::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
 
@@ -62,11 +63,13 @@ impl DownBlock {
         temb: &Tensor<2>,
         context: &Tensor<3>,
         skips: &mut Vec<Tensor<4>>,
+        hooks: &mut Hooks,
     ) -> Tensor<4> {
+        hooks.enter(Place::Down);
         for (i, resnet) in self.resnets.iter().enumerate() {
             x = resnet.forward(x, Some(temb));
             if let Some(attn) = self.attentions.get(i) {
-                x = attn.forward(x, context);
+                x = attn.forward(x, context, hooks);
             }
             skips.push(x.clone());
         }
@@ -130,14 +133,16 @@ impl UpBlock {
         context: &Tensor<3>,
         skips: &mut Vec<Tensor<4>>,
         upsample_size: Option<[usize; 2]>,
+        hooks: &mut Hooks,
     ) -> Tensor<4> {
+        hooks.enter(Place::Up);
         for (i, resnet) in self.resnets.iter().enumerate() {
             let skip = skips
                 .pop()
                 .expect("the UNet pushes one skip per up-block resnet");
             x = resnet.forward(Tensor::cat(vec![x, skip], 1), Some(temb));
             if let Some(attn) = self.attentions.get(i) {
-                x = attn.forward(x, context);
+                x = attn.forward(x, context, hooks);
             }
         }
         for up in &self.upsamplers {
@@ -185,10 +190,17 @@ impl MidBlock2DCrossAttn {
         }
     }
 
-    pub fn forward(&self, x: Tensor<4>, temb: &Tensor<2>, context: &Tensor<3>) -> Tensor<4> {
+    pub fn forward(
+        &self,
+        x: Tensor<4>,
+        temb: &Tensor<2>,
+        context: &Tensor<3>,
+        hooks: &mut Hooks,
+    ) -> Tensor<4> {
+        hooks.enter(Place::Mid);
         let mut x = self.resnets[0].forward(x, Some(temb));
         for (attn, resnet) in self.attentions.iter().zip(&self.resnets[1..]) {
-            x = resnet.forward(attn.forward(x, context), Some(temb));
+            x = resnet.forward(attn.forward(x, context, hooks), Some(temb));
         }
         x
     }

@@ -3,6 +3,7 @@
 
 pub mod blocks;
 pub mod config;
+pub mod control;
 pub mod embeddings;
 pub mod transformer;
 
@@ -14,6 +15,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::{DType, Device, Tensor};
 
 pub use config::{PerBlock, UNetConfig};
+pub use control::{AttentionControl, AttentionKind, AttentionSite, Hooks, Place};
 
 use crate::cpu::{conv2d_forward, group_norm_silu};
 use crate::error::{ModelError, Result};
@@ -139,6 +141,17 @@ impl UNet2DConditionModel {
         timesteps: &[f64],
         context: Tensor<3>,
     ) -> Result<Tensor<4>> {
+        self.forward_with(sample, timesteps, context, None)
+    }
+
+    /// [`forward`](Self::forward) with an optional attention control (see [`control`]).
+    pub fn forward_with(
+        &self,
+        sample: Tensor<4>,
+        timesteps: &[f64],
+        context: Tensor<3>,
+        control: Option<&mut dyn AttentionControl>,
+    ) -> Result<Tensor<4>> {
         let [b, c, _, _] = sample.dims();
         let cin = self.conv_in.weight.lazy_shape()[1];
         if c != cin {
@@ -167,7 +180,11 @@ impl UNet2DConditionModel {
             }
         };
         let temb = self.time_embedding(&ts, &sample.device());
-        Ok(self.forward_with_embedding(sample, &temb, &context))
+        let mut hooks = match control {
+            Some(control) => Hooks::new(control),
+            None => Hooks::none(),
+        };
+        Ok(self.forward_hooked(sample, &temb, &context, &mut hooks))
     }
 
     /// [`forward`](Self::forward) with a precomputed time embedding (no input checks).
@@ -177,12 +194,34 @@ impl UNet2DConditionModel {
         temb: &Tensor<2>,
         context: &Tensor<3>,
     ) -> Tensor<4> {
+        self.forward_hooked(sample, temb, context, &mut Hooks::none())
+    }
+
+    /// [`forward_with_embedding`](Self::forward_with_embedding) with `control` observing and
+    /// replacing the attention probabilities of the layers it asks for (see [`control`]).
+    pub fn forward_controlled(
+        &self,
+        sample: Tensor<4>,
+        temb: &Tensor<2>,
+        context: &Tensor<3>,
+        control: &mut dyn AttentionControl,
+    ) -> Tensor<4> {
+        self.forward_hooked(sample, temb, context, &mut Hooks::new(control))
+    }
+
+    fn forward_hooked(
+        &self,
+        sample: Tensor<4>,
+        temb: &Tensor<2>,
+        context: &Tensor<3>,
+        hooks: &mut Hooks,
+    ) -> Tensor<4> {
         let mut x = conv2d_forward(&self.conv_in, sample);
         let mut skips = vec![x.clone()];
         for block in &self.down_blocks {
-            x = block.forward(x, temb, context, &mut skips);
+            x = block.forward(x, temb, context, &mut skips, hooks);
         }
-        x = self.mid_block.forward(x, temb, context);
+        x = self.mid_block.forward(x, temb, context, hooks);
         for block in &self.up_blocks {
             let remaining = skips.len() - block.num_resnets();
             // Upsample to the size of the skip the next block will take first.
@@ -190,7 +229,7 @@ impl UNet2DConditionModel {
                 let [_, _, h, w] = skips[k].dims();
                 [h, w]
             });
-            x = block.forward(x, temb, context, &mut skips, size);
+            x = block.forward(x, temb, context, &mut skips, size, hooks);
         }
         conv2d_forward(&self.conv_out, group_norm_silu(&self.conv_norm_out, x))
     }

@@ -6,6 +6,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, LayerNorm, Linear};
 use burn::tensor::{Device, Tensor};
 
+use super::control::{AttentionKind, Hooks};
 use crate::attention::Attention;
 use crate::cpu::geglu;
 use crate::layers::{conv2d, group_norm, layer_norm, linear};
@@ -65,13 +66,27 @@ impl BasicTransformerBlock {
     }
 
     /// # Shapes
-    /// - x: `[batch, tokens, dim]`, context: `[batch, text_tokens, context_dim]`
-    fn forward(&self, x: Tensor<3>, context: &Tensor<3>) -> Tensor<3> {
-        let x = self.attn1.forward(self.norm1.forward(x.clone()), None) + x;
-        let x = self
-            .attn2
-            .forward(self.norm2.forward(x.clone()), Some(context.clone()))
-            + x;
+    /// - x: `[batch, h·w, dim]`, context: `[batch, text_tokens, context_dim]`
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        context: &Tensor<3>,
+        hooks: &mut Hooks,
+        [h, w]: [usize; 2],
+    ) -> Tensor<3> {
+        let n = self.norm1.forward(x.clone());
+        let a = match hooks.next(AttentionKind::SelfAttention, h, w) {
+            Some((site, control)) => self.attn1.forward_controlled(n, None, &site, control),
+            None => self.attn1.forward(n, None),
+        };
+        let x = a + x;
+        let n = self.norm2.forward(x.clone());
+        let context = Some(context.clone());
+        let a = match hooks.next(AttentionKind::CrossAttention, h, w) {
+            Some((site, control)) => self.attn2.forward_controlled(n, context, &site, control),
+            None => self.attn2.forward(n, context),
+        };
+        let x = a + x;
         self.ff.forward(self.norm3.forward(x.clone())) + x
     }
 }
@@ -137,7 +152,8 @@ impl Transformer2DModel {
 
     /// # Shapes
     /// - x, output: `[batch, channels, h, w]`; context: `[batch, text_tokens, context_dim]`
-    pub fn forward(&self, x: Tensor<4>, context: &Tensor<3>) -> Tensor<4> {
+    /// - hooks: the attention control of this pass, if any
+    pub fn forward(&self, x: Tensor<4>, context: &Tensor<3>, hooks: &mut Hooks) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
         let residual = x.clone();
         let x = self.norm.forward(x);
@@ -147,7 +163,7 @@ impl Transformer2DModel {
             Projection::Linear(lin) => lin.forward(to_tokens(x)),
         };
         for block in &self.transformer_blocks {
-            t = block.forward(t, context);
+            t = block.forward(t, context, hooks, [h, w]);
         }
         let to_image = |t: Tensor<3>| t.swap_dims(1, 2).reshape([b, c, h, w]);
         let out = match &self.proj_out {
