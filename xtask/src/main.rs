@@ -6,10 +6,12 @@
 //! - `cargo xtask bench …`    benchmarks, optionally against PyTorch (see `bench.rs`)
 //! - `cargo xtask eval-toy`   editing quality of the toy model (see `eval_toy.rs`)
 //! - `cargo xtask fixtures`   regenerate `tests/fixtures` with the pinned Python environment
+//! - `cargo xtask fuzz …`     run the libFuzzer targets of `fuzz/` for a bounded time (see `fuzz.rs`)
 
 mod bench;
 mod eval_toy;
 mod fetch;
+mod fuzz;
 
 use xtask::convert;
 
@@ -50,6 +52,9 @@ pub enum Task {
     /// Regenerate tests/fixtures with the pinned Python environment ($PYTHON, default
     /// .venv/bin/python).
     Fixtures,
+    /// Run each libFuzzer target of fuzz/ for a bounded time (nightly and cargo-fuzz needed) and
+    /// print its executions, coverage, corpus size and crashes.
+    Fuzz(fuzz::Args),
 }
 
 /// Regenerates every fixture with the pinned Python environment given by `PYTHON` (default
@@ -112,6 +117,7 @@ fn main() -> ExitCode {
         Task::Bench(args) => bench::run(args),
         Task::EvalToy(args) => eval_toy::run(args),
         Task::Fixtures => fixtures(),
+        Task::Fuzz(args) => fuzz::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

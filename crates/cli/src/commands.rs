@@ -33,6 +33,10 @@ fn flagged(e: InversionError) -> anyhow::Error {
             anyhow!("--latents: the trajectory {message}")
         }
         e @ InversionError::Size { .. } => anyhow::Error::new(e).context("--size"),
+        InversionError::Schedule(e) if e.bad_steps().is_some() => {
+            let steps = e.bad_steps().unwrap_or_default();
+            anyhow::Error::new(e).context(format!("--steps {steps}"))
+        }
         other => other.into(),
     }
 }
@@ -88,6 +92,11 @@ fn load(common: &Common) -> Result<Pipeline> {
     options.variant = common.variant.clone();
     let pipeline = Pipeline::load(&dir, &options)
         .with_context(|| format!("loading model {:?}", common.model))?;
+    // Before any compute: the schedule decides which step counts exist.
+    pipeline
+        .schedule()
+        .timesteps(common.steps)
+        .map_err(|e| flagged(e.into()))?;
     log::info!("loaded {dir:?} in {:.2} s", start.elapsed().as_secs_f64());
     Ok(pipeline)
 }

@@ -285,6 +285,19 @@ fn bad_arguments_are_clear_errors() {
         "--start-step 4 must be smaller than --steps 4",
     );
     assert_edit_fails(&m, &img, &["--steps", "0"], "--steps must be at least 1");
+    // The tiny model's steps_offset of 1 leaves room for 999 of its 1000 training timesteps.
+    assert_edit_fails(
+        &m,
+        &img,
+        &["--steps", "1000"],
+        "--steps 1000: 1000 steps with timestep_spacing leading and steps_offset 1 give timestep 1000, outside the trained range 0..1000; the most steps this schedule takes is 999",
+    );
+    assert_edit_fails(
+        &m,
+        &img,
+        &["--steps", "5000"],
+        "--steps 5000: invalid number of steps 5000: must be between 1 and 999",
+    );
     assert_edit_fails(&m, &img, &["--device", "cuda"], "--device cuda");
     assert_edit_fails(
         &m,

@@ -27,16 +27,19 @@ pub enum DdimError {
     Invalid(String),
     /// The number of inference steps is 0 or larger than the training schedule.
     #[error(
-        "invalid number of steps {steps}: must be between 1 and num_train_timesteps ({num_train_timesteps})"
+        "invalid number of steps {steps}: must be between 1 and {max_steps}, the most this schedule \
+         takes (num_train_timesteps {num_train_timesteps})"
     )]
     Steps {
         steps: usize,
+        /// [`DdimSchedule::max_steps`](crate::DdimSchedule::max_steps).
+        max_steps: usize,
         num_train_timesteps: usize,
     },
     /// The chosen spacing/offset pushes a timestep out of the training range.
     #[error(
         "{steps} steps with timestep_spacing {spacing} and steps_offset {offset} give timestep {timestep}, \
-         outside the trained range 0..{num_train_timesteps}"
+         outside the trained range 0..{num_train_timesteps}; the most steps this schedule takes is {max_steps}"
     )]
     TimestepOutOfRange {
         steps: usize,
@@ -44,7 +47,20 @@ pub enum DdimError {
         offset: usize,
         timestep: i64,
         num_train_timesteps: usize,
+        /// [`DdimSchedule::max_steps`](crate::DdimSchedule::max_steps).
+        max_steps: usize,
     },
+}
+
+impl DdimError {
+    /// The number of steps asked for, when that number is what is wrong: front ends name their
+    /// own flag with it.
+    pub fn bad_steps(&self) -> Option<usize> {
+        match self {
+            Self::Steps { steps, .. } | Self::TimestepOutOfRange { steps, .. } => Some(*steps),
+            _ => None,
+        }
+    }
 }
 
 pub type Result<T, E = DdimError> = std::result::Result<T, E>;

@@ -21,6 +21,13 @@ pub struct DdimSchedule {
 impl DdimSchedule {
     /// Builds the schedule described by `config`.
     pub fn new(config: SchedulerConfig) -> Result<Self> {
+        if config.steps_offset >= config.num_train_timesteps {
+            // No `leading` schedule fits, and the offset would overflow timestep arithmetic.
+            return Err(DdimError::Invalid(format!(
+                "steps_offset {} must be smaller than num_train_timesteps {}",
+                config.steps_offset, config.num_train_timesteps
+            )));
+        }
         let betas = betas(&config)?;
         let mut acc = 1.0;
         let alphas_cumprod: Vec<f64> = betas
@@ -68,18 +75,39 @@ impl DdimSchedule {
         if steps == 0 || steps > self.config.num_train_timesteps {
             return Err(DdimError::Steps {
                 steps,
+                max_steps: self.max_steps(),
                 num_train_timesteps: self.config.num_train_timesteps,
             });
         }
         Ok(())
     }
 
-    /// The sampler's timesteps τ_0 > τ_1 > … (diffusers `DDIMScheduler.set_timesteps`).
-    pub fn timesteps(&self, steps: usize) -> Result<Vec<i64>> {
-        self.check_steps(steps)?;
+    /// The largest number of steps whose timesteps all lie in the trained range: at most
+    /// `num_train_timesteps`, and less where `steps_offset` pushes the last `leading` timestep past
+    /// the end (Stable Diffusion's offset of 1 on 1000 training steps makes it 999). Zero only for an
+    /// offset no schedule fits, which [`SchedulerConfig`]'s parser refuses.
+    pub fn max_steps(&self) -> usize {
+        let n = self.config.num_train_timesteps;
+        (1..=n)
+            .rev()
+            .find(|&steps| match self.config.timestep_spacing {
+                // The largest leading timestep, (steps − 1)·(n // steps) + offset, decides it; the
+                // smallest is the offset itself.
+                TimestepSpacing::Leading => {
+                    (steps - 1) * (n / steps) + self.config.steps_offset < n
+                }
+                _ => self
+                    .first_out_of_range(&self.raw_timesteps(steps))
+                    .is_none(),
+            })
+            .unwrap_or(0)
+    }
+
+    /// The sampler's timesteps for `steps` steps as diffusers computes them, not yet checked.
+    fn raw_timesteps(&self, steps: usize) -> Vec<i64> {
         let n_train = self.config.num_train_timesteps;
         let offset = self.config.steps_offset;
-        let ts: Vec<i64> = match self.config.timestep_spacing {
+        match self.config.timestep_spacing {
             TimestepSpacing::Leading => {
                 let ratio = (n_train / steps) as i64;
                 (0..steps as i64)
@@ -104,17 +132,26 @@ impl DdimSchedule {
                 v.reverse();
                 v
             }
-        };
-        if let Some(&t) = ts
-            .iter()
-            .find(|&&t| t < 0 || t >= self.config.num_train_timesteps as i64)
-        {
+        }
+    }
+
+    fn first_out_of_range(&self, timesteps: &[i64]) -> Option<i64> {
+        let n_train = self.config.num_train_timesteps as i64;
+        timesteps.iter().copied().find(|&t| t < 0 || t >= n_train)
+    }
+
+    /// The sampler's timesteps τ_0 > τ_1 > … (diffusers `DDIMScheduler.set_timesteps`).
+    pub fn timesteps(&self, steps: usize) -> Result<Vec<i64>> {
+        self.check_steps(steps)?;
+        let ts = self.raw_timesteps(steps);
+        if let Some(t) = self.first_out_of_range(&ts) {
             return Err(DdimError::TimestepOutOfRange {
                 steps,
                 spacing: self.config.timestep_spacing.name(),
-                offset,
+                offset: self.config.steps_offset,
                 timestep: t,
-                num_train_timesteps: n_train,
+                num_train_timesteps: self.config.num_train_timesteps,
+                max_steps: self.max_steps(),
             });
         }
         Ok(ts)
@@ -262,5 +299,71 @@ mod tests {
         let v = numpy_arange(1000.0, 0.0, -1000.0 / 7.0);
         assert_eq!(v.len(), 7);
         assert_eq!(v[0], 1000.0);
+    }
+
+    fn schedule(spacing: TimestepSpacing, offset: usize) -> DdimSchedule {
+        DdimSchedule::new(SchedulerConfig {
+            timestep_spacing: spacing,
+            steps_offset: offset,
+            ..SchedulerConfig::stable_diffusion(PredictionType::Epsilon)
+        })
+        .unwrap()
+    }
+
+    /// Stable Diffusion's offset of 1 leaves room for 999 of its 1000 training timesteps, and
+    /// the error for 1000 says so.
+    #[test]
+    fn the_largest_step_count_is_named_in_the_error() {
+        let sd = schedule(TimestepSpacing::Leading, 1);
+        assert_eq!(sd.max_steps(), 999);
+        assert_eq!(sd.timesteps(999).unwrap()[0], 999);
+        let err = sd.timesteps(1000).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DdimError::TimestepOutOfRange {
+                    steps: 1000,
+                    max_steps: 999,
+                    timestep: 1000,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("the most steps this schedule takes is 999"),
+            "{err}"
+        );
+        assert_eq!(err.bad_steps(), Some(1000));
+        let err = sd.timesteps(1001).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DdimError::Steps {
+                    steps: 1001,
+                    max_steps: 999,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("between 1 and 999"), "{err}");
+        // Without an offset, or with spacings that ignore it, every training timestep fits.
+        assert_eq!(schedule(TimestepSpacing::Leading, 0).max_steps(), 1000);
+        assert_eq!(schedule(TimestepSpacing::Trailing, 1).max_steps(), 1000);
+        assert_eq!(schedule(TimestepSpacing::Linspace, 1).max_steps(), 1000);
+        // Offset 2: 1000 and 999 steps reach timestep 1000; 998 steps end at 997 + 2 = 999.
+        let two = schedule(TimestepSpacing::Leading, 2);
+        assert_eq!(two.max_steps(), 998);
+        assert!(two.timesteps(998).is_ok() && two.timesteps(999).is_err());
+        // The largest offset that fits leaves a single step.
+        assert_eq!(schedule(TimestepSpacing::Leading, 999).max_steps(), 1);
+        let err = DdimSchedule::new(SchedulerConfig {
+            steps_offset: 1000,
+            ..SchedulerConfig::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("steps_offset 1000"), "{err}");
     }
 }

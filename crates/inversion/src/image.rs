@@ -65,8 +65,24 @@ pub fn decode_image(bytes: &[u8], origin: &str) -> Result<RgbImage> {
         .map(|i| i.to_rgb8())
         .map_err(|e| InversionError::Image {
             origin: origin.to_string(),
-            message: e.to_string(),
+            message: match (&e, dimensions(bytes)) {
+                (image::ImageError::Limits(_), Some((w, h))) => format!(
+                    "{w}x{h} pixels need more memory than the decoder's limit of {} MiB ({e})",
+                    image::Limits::default().max_alloc.unwrap_or(0) >> 20
+                ),
+                _ => e.to_string(),
+            },
         })
+}
+
+/// The width and height an image's header declares, if it can be read.
+fn dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()?;
+    // The header alone: no limit to trip over, and the input's own size bounds what is read.
+    reader.no_limits();
+    reader.into_dimensions().ok()
 }
 
 /// Whether the last start-of-scan marker (`FF DA`) of a JPEG has no end-of-image marker (`FF D9`)
@@ -84,6 +100,49 @@ fn jpeg_is_truncated(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A PNG chunk: length, type, data, CRC-32 of type and data.
+    fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+        let mut crc = !0u32;
+        for &byte in kind.iter().chain(data) {
+            crc ^= byte as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        let mut chunk = (data.len() as u32).to_be_bytes().to_vec();
+        chunk.extend_from_slice(kind);
+        chunk.extend_from_slice(data);
+        chunk.extend_from_slice(&(!crc).to_be_bytes());
+        chunk
+    }
+
+    /// A 65-byte PNG whose header declares 100000×100000 RGB pixels (30 GB decoded) is refused
+    /// with its dimensions named.
+    #[test]
+    fn an_image_over_the_memory_limit_names_its_dimensions() {
+        let mut ihdr = 100_000u32.to_be_bytes().to_vec();
+        ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB, deflate, no filter, no interlace
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend(png_chunk(b"IHDR", &ihdr));
+        png.extend(png_chunk(
+            b"IDAT",
+            &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+        ));
+        png.extend(png_chunk(b"IEND", &[]));
+        let err = decode_image(&png, "huge.png").unwrap_err().to_string();
+        assert!(
+            err.contains("huge.png")
+                && err.contains("100000x100000 pixels")
+                && err.contains("limit of 512 MiB"),
+            "{err}"
+        );
+    }
 
     /// A JPEG cut short is refused by name, not decoded with its missing half filled in.
     #[test]

@@ -73,9 +73,18 @@ impl Trajectory {
             message,
         };
         let bytes = read_file(path, MAX_FILE_BYTES).map_err(bad)?;
-        let (_, meta) = SafeTensors::read_metadata(&bytes)
+        Self::from_bytes(&bytes, path, device)
+    }
+
+    /// [`load`](Self::load) of a file's bytes; `path` names it in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path, device: &Device) -> Result<Self> {
+        let bad = |message: String| InversionError::Trajectory {
+            path: path.to_path_buf(),
+            message,
+        };
+        let (_, meta) = SafeTensors::read_metadata(bytes)
             .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
-        let st = SafeTensors::deserialize(&bytes)
+        let st = SafeTensors::deserialize(bytes)
             .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
         let lat = st
             .tensor("latents")

@@ -5,6 +5,10 @@
 //! `DDIMScheduler` with the same algorithm). Tolerances, as max |ours − ref| / max |ref|:
 //! x₀ 1e-4 (one VAE pass, f32); trajectory and final latents 2e-3 (f32 rounding compounds over
 //! up to 2N guided UNet calls, amplified by guidance 3.5); decoded PNG within 3 levels of 255.
+//!
+//! Also in this binary: `fuzz_corpus`, the fuzz corpus replayed without libFuzzer.
+
+mod fuzz_corpus;
 
 use burn::tensor::{Device, Tensor};
 use inversion::image::{image_to_tensor, tensor_to_image};

@@ -85,10 +85,9 @@ pub(crate) fn read_text(path: &Path, what: &str) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))
 }
 
-/// Reads a JSON config, naming the file in every error; `what` names it when it is absent.
-pub(crate) fn read_json(path: &Path, what: &str) -> Result<Value> {
-    let text = read_text(path, what)?;
-    serde_json::from_str(&text).map_err(|e| ModelError::config(path, e.to_string()))
+/// The JSON of a config's text; `path` names it in errors.
+pub(crate) fn parse_json(text: &str, path: &Path) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| ModelError::config(path, e.to_string()))
 }
 
 /// Deserialises `json` into a config, naming the file in errors. Callers first run

@@ -62,38 +62,73 @@ pub struct TensorInfo {
 }
 
 /// Reads and checks a safetensors header: every tensor's byte range must lie inside the file and
-/// match its dtype and shape. Returns the tensors by name.
+/// match its dtype and shape. Returns the tensors by name. Only the header is read.
 pub fn read_header(path: &Path) -> Result<BTreeMap<String, TensorInfo>> {
-    let corrupt = |message: String| ModelError::CorruptWeights {
-        path: path.to_path_buf(),
-        message,
-    };
     let mut file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
     let file_len = file.metadata().map_err(|e| ModelError::io(path, e))?.len();
     let mut len_bytes = [0u8; 8];
     file.read_exact(&mut len_bytes)
-        .map_err(|_| corrupt(format!("file is {file_len} bytes, too short for a header")))?;
-    let header_len = u64::from_le_bytes(len_bytes);
-    if header_len > 100_000_000 || 8 + header_len > file_len {
-        return Err(corrupt(format!(
-            "header length {header_len} does not fit in a {file_len}-byte file"
-        )));
-    }
+        .map_err(|_| too_short(path, file_len))?;
+    let header_len = header_length(len_bytes, file_len, path)?;
     let mut header = vec![0u8; header_len as usize];
     file.read_exact(&mut header)
-        .map_err(|e| corrupt(format!("cannot read header: {e}")))?;
-    let json: serde_json::Value = serde_json::from_slice(&header)
-        .map_err(|e| corrupt(format!("header is not valid JSON: {e}")))?;
+        .map_err(|e| corrupt(path, format!("cannot read header: {e}")))?;
+    check_header(&header, file_len - 8 - header_len, path)
+}
+
+/// [`read_header`] of a whole safetensors file in memory; `path` names it in errors.
+pub fn parse_header(bytes: &[u8], path: &Path) -> Result<BTreeMap<String, TensorInfo>> {
+    let file_len = bytes.len() as u64;
+    let len_bytes = bytes
+        .first_chunk::<8>()
+        .ok_or_else(|| too_short(path, file_len))?;
+    let header_len = header_length(*len_bytes, file_len, path)?;
+    let header = &bytes[8..8 + header_len as usize];
+    check_header(header, file_len - 8 - header_len, path)
+}
+
+/// The largest safetensors header read (Stable Diffusion's UNet has about 100 kB of it).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+fn corrupt(path: &Path, message: String) -> ModelError {
+    ModelError::CorruptWeights {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+fn too_short(path: &Path, file_len: u64) -> ModelError {
+    corrupt(
+        path,
+        format!("file is {file_len} bytes, too short for a header"),
+    )
+}
+
+/// The header length the first 8 bytes give, checked against the file's length.
+fn header_length(len_bytes: [u8; 8], file_len: u64, path: &Path) -> Result<u64> {
+    let header_len = u64::from_le_bytes(len_bytes);
+    if header_len > MAX_HEADER_BYTES || 8 + header_len > file_len {
+        return Err(corrupt(
+            path,
+            format!("header length {header_len} does not fit in a {file_len}-byte file"),
+        ));
+    }
+    Ok(header_len)
+}
+
+/// The tensors of a header's JSON, each checked against a data section of `data_len` bytes.
+fn check_header(header: &[u8], data_len: u64, path: &Path) -> Result<BTreeMap<String, TensorInfo>> {
+    let json: serde_json::Value = serde_json::from_slice(header)
+        .map_err(|e| corrupt(path, format!("header is not valid JSON: {e}")))?;
     let obj = json
         .as_object()
-        .ok_or_else(|| corrupt("header is not a JSON object".into()))?;
-    let data_len = file_len - 8 - header_len;
+        .ok_or_else(|| corrupt(path, "header is not a JSON object".into()))?;
     let mut out = BTreeMap::new();
     for (name, entry) in obj {
         if name == "__metadata__" {
             continue;
         }
-        let bad = |what: &str| corrupt(format!("tensor {name:?}: {what}"));
+        let bad = |what: &str| corrupt(path, format!("tensor {name:?}: {what}"));
         let dtype = entry["dtype"]
             .as_str()
             .ok_or_else(|| bad("no dtype"))?
@@ -102,29 +137,35 @@ pub fn read_header(path: &Path) -> Result<BTreeMap<String, TensorInfo>> {
             .as_array()
             .ok_or_else(|| bad("no shape"))?
             .iter()
-            .map(|d| d.as_u64().map(|d| d as usize))
+            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
             .collect::<Option<_>>()
             .ok_or_else(|| bad("bad shape"))?;
         let offsets = entry["data_offsets"]
             .as_array()
             .and_then(|o| Some((o.first()?.as_u64()?, o.get(1)?.as_u64()?)))
             .ok_or_else(|| bad("bad data_offsets"))?;
-        let elem = match dtype.as_str() {
+        let elem: u64 = match dtype.as_str() {
             "F64" | "I64" | "U64" => 8,
             "F32" | "I32" | "U32" => 4,
             "F16" | "BF16" | "I16" | "U16" => 2,
             "I8" | "U8" | "BOOL" => 1,
             _ => return Err(bad(&format!("unknown dtype {dtype}"))),
         };
-        let numel: u64 = shape.iter().map(|&d| d as u64).product();
-        if offsets.1 < offsets.0 || offsets.1 - offsets.0 != numel * elem {
+        // Checked: a hostile shape's product overflows 64 bits.
+        let bytes = shape
+            .iter()
+            .try_fold(elem, |acc, &d| acc.checked_mul(d as u64));
+        if offsets.1 < offsets.0 || bytes != Some(offsets.1 - offsets.0) {
             return Err(bad("byte range does not match dtype and shape"));
         }
         if offsets.1 > data_len {
-            return Err(corrupt(format!(
-                "truncated: tensor {name:?} ends at byte {} of the data section, which has only {data_len} bytes",
-                offsets.1
-            )));
+            return Err(corrupt(
+                path,
+                format!(
+                    "truncated: tensor {name:?} ends at byte {} of the data section, which has only {data_len} bytes",
+                    offsets.1
+                ),
+            ));
         }
         out.insert(name.clone(), TensorInfo { dtype, shape });
     }

@@ -63,7 +63,12 @@ impl Default for ClipTextConfig {
 impl ClipTextConfig {
     /// Reads `text_encoder/config.json`; a full `CLIPConfig` (with a `text_config` section) works too.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let mut json = shared::read_json(path, "text encoder config")?;
+        Self::from_json_str(&shared::read_text(path, "text encoder config")?, path)
+    }
+
+    /// [`from_file`](Self::from_file) of a config's text; `path` names it in errors.
+    pub fn from_json_str(text: &str, path: &Path) -> Result<Self> {
+        let mut json = shared::parse_json(text, path)?;
         if let Some(inner) = json.get("text_config").cloned() {
             json = inner;
         }

@@ -168,7 +168,12 @@ impl Default for UNetConfig {
 impl UNetConfig {
     /// Reads and checks `unet/config.json`: every option supported, every size within its limit.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let json = shared::read_json(path, "UNet config")?;
+        Self::from_json_str(&shared::read_text(path, "UNet config")?, path)
+    }
+
+    /// [`from_file`](Self::from_file) of a config's text; `path` names it in errors.
+    pub fn from_json_str(text: &str, path: &Path) -> Result<Self> {
+        let json = shared::parse_json(text, path)?;
         shared::check_choice::<DownBlockType>(&json, path)?;
         shared::check_choice::<UpBlockType>(&json, path)?;
         shared::check_choice::<MidBlockType>(&json, path)?;

@@ -81,7 +81,12 @@ impl Default for VaeConfig {
 impl VaeConfig {
     /// Reads and checks `vae/config.json`: every option supported, every size within its limit.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let json = shared::read_json(path, "VAE config")?;
+        Self::from_json_str(&shared::read_text(path, "VAE config")?, path)
+    }
+
+    /// [`from_file`](Self::from_file) of a config's text; `path` names it in errors.
+    pub fn from_json_str(text: &str, path: &Path) -> Result<Self> {
+        let json = shared::parse_json(text, path)?;
         shared::check_choice::<EncoderBlockType>(&json, path)?;
         shared::check_choice::<DecoderBlockType>(&json, path)?;
         shared::check_choice::<ActFn>(&json, path)?;

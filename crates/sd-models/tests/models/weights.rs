@@ -112,3 +112,33 @@ fn truncated_and_corrupt_files_name_the_file() {
         "{e}"
     );
 }
+
+/// A header in memory reads as the same file on disk does; a shape whose byte count overflows 64
+/// bits (2³² × 2³² f32 wraps to 0, the size of empty `data_offsets`) is refused, not taken for an
+/// empty tensor.
+#[test]
+fn headers_parse_from_bytes_and_an_overflowing_shape_is_refused() {
+    let path = model_dir("tiny-sd2").join("vae/diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let header = sd_models::weights::parse_header(&bytes, &path).unwrap();
+    assert_eq!(header, sd_models::weights::read_header(&path).unwrap());
+    assert_eq!(header["decoder.conv_out.bias"].shape, vec![3]);
+
+    let json = r#"{"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}}"#;
+    let mut file = (json.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(json.as_bytes());
+    let regression = test_support::fixtures().join("../../fuzz/regressions/safetensors_header");
+    assert_eq!(
+        std::fs::read(regression.join("shape-overflow")).unwrap(),
+        file
+    );
+    let e =
+        sd_models::weights::parse_header(&file, std::path::Path::new("w.safetensors")).unwrap_err();
+    assert!(
+        matches!(e, ModelError::CorruptWeights { .. })
+            && e.to_string().contains("w.safetensors")
+            && e.to_string()
+                .contains("byte range does not match dtype and shape"),
+        "{e}"
+    );
+}
