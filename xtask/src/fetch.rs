@@ -1,5 +1,6 @@
 //! `cargo xtask fetch`: download a Stable Diffusion model into the Hugging Face cache, where the
-//! CLI's `--model NAME|ORG/REPO` finds it offline. A thin shell over [`model_source::fetch()`].
+//! CLI's `--model NAME|ORG/REPO` finds it offline. A thin shell over [`model_source::fetch()`],
+//! as `ddim-edit fetch` is.
 //!
 //! ```text
 //! cargo xtask fetch sd-2-1-base [--variant fp16]         # a model of weights.toml
@@ -7,7 +8,7 @@
 //! cargo xtask fetch --list                               # known models, and which are cached
 //! ```
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use model_source::{Bars, Catalog, Hub, Request, list};
 
 /// `cargo xtask fetch` arguments.
@@ -46,17 +47,13 @@ pub fn run(args: Args) -> Result<()> {
         print!("{}", list(&hub.cache, &catalog));
         return Ok(());
     }
-    let mut request = match (&args.name, &args.repo) {
-        (Some(name), _) => Request::named(&catalog, name, args.variant.as_deref())?,
-        (None, Some(repo)) => Request {
-            variant: args.variant.clone(),
-            ..Request::repo(repo)
-        },
-        (None, None) => bail!("which model? give a NAME of weights.toml, --repo or --list"),
-    };
-    if let Some(r) = args.revision {
-        request.revision = r;
-    }
+    let request = Request::from_flags(
+        &catalog,
+        args.name.as_deref(),
+        args.repo.as_deref(),
+        args.revision.as_deref(),
+        args.variant.as_deref(),
+    )?;
     let snapshot = model_source::fetch(&hub, &request, &Bars::new(args.quiet))?;
     println!("{}", snapshot.display());
     Ok(())

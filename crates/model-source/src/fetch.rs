@@ -1,5 +1,6 @@
 //! Downloading a Stable Diffusion model into the Hugging Face cache, where `--model NAME|ORG/REPO`
-//! finds it offline (and Python tools share the same copy): the engine of `cargo xtask fetch`.
+//! finds it offline (and Python tools share the same copy): the engine of `ddim-edit fetch`,
+//! `cargo xtask fetch` and of a `--model` that is not cached yet ([`crate::obtain`]).
 //!
 //! Built on the `hf-hub` crate (the Rust counterpart of `huggingface_hub`): `HF_ENDPOINT`,
 //! `HF_TOKEN` (or `HF_TOKEN_PATH`, `HF_HOME/token`) and the cache location (`HF_HUB_CACHE`, else
@@ -15,6 +16,7 @@
 
 mod blob;
 mod download;
+mod request;
 mod session;
 
 use std::ffi::OsString;
@@ -24,12 +26,12 @@ use anyhow::{Context, Result, bail};
 use hf_hub::{HFClient, HFError, HFRepository, RepoTypeModel, split_id};
 
 use crate::cache::{hub_cache_from, repo_folder};
-use crate::catalog::Catalog;
 use crate::error::Error;
 use crate::progress::Progress;
 use crate::select::select_files;
 use session::Session;
 
+pub use request::Request;
 pub use session::Fetched;
 
 /// Where models come from and go to.
@@ -85,42 +87,6 @@ fn token_from(var: &dyn Fn(&str) -> Option<String>) -> Option<String> {
         .or_else(|| home.and_then(|h| read(h.join("token"))))
 }
 
-/// What to download.
-#[derive(Debug, Clone)]
-pub struct Request {
-    /// `org/name`.
-    pub repo: String,
-    /// Branch, tag or commit.
-    pub revision: String,
-    /// Weight file variant (`fp16`).
-    pub variant: Option<String>,
-    /// The exact files (a `weights.toml` entry); `None`: chosen from `model_index.json`.
-    pub files: Option<Vec<String>>,
-}
-
-impl Request {
-    /// The model `name` of the catalog, at its pinned revision.
-    pub fn named(catalog: &Catalog, name: &str, variant: Option<&str>) -> Result<Self, Error> {
-        let entry = catalog.get(name)?;
-        Ok(Self {
-            repo: entry.repo.clone(),
-            revision: entry.revision.clone(),
-            variant: variant.map(String::from),
-            files: Some(entry.files_for(name, variant)?),
-        })
-    }
-
-    /// Any diffusers repository at its `main` branch, the files chosen from `model_index.json`.
-    pub fn repo(repo: &str) -> Self {
-        Self {
-            repo: repo.to_string(),
-            revision: "main".into(),
-            variant: None,
-            files: None,
-        }
-    }
-}
-
 /// Fetches `request` into `hub.cache`, reporting to `progress`, and returns its snapshot folder.
 pub fn fetch(hub: &Hub, request: &Request, progress: &dyn Progress) -> Result<PathBuf> {
     tokio::runtime::Builder::new_multi_thread()
@@ -152,18 +118,34 @@ pub async fn fetch_async(hub: &Hub, request: &Request, progress: &dyn Progress) 
             (files, Some(index))
         }
     };
-    let (mut downloaded, mut bytes) = (0, 0);
-    let mut index = index;
+    // What each file needs (HEAD requests for those not in the cache), so the total is known.
+    let mut planned = Vec::with_capacity(files.len());
     for file in &files {
-        let fetched = match index.take().filter(|_| file == "model_index.json") {
-            Some(f) => f,
-            None => session.fetch_file(file).await?,
+        let remote = if file == "model_index.json" && index.is_some() {
+            None // fetched already, to choose the files
+        } else {
+            session.plan(file).await?
         };
-        if let Fetched::Downloaded { bytes: b, .. } = fetched {
+        planned.push((file, remote));
+    }
+    let to_fetch: Vec<u64> = planned
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().map(|r| r.size))
+        .collect();
+    progress.plan(to_fetch.len(), to_fetch.iter().sum());
+    let (mut downloaded, mut bytes) = (0, 0);
+    if let Some(Fetched::Downloaded { bytes: b, .. }) = index {
+        downloaded += 1;
+        bytes += b;
+    }
+    for (file, remote) in &planned {
+        let Some(remote) = remote else { continue };
+        if let Fetched::Downloaded { bytes: b, .. } = session.fetch_remote(file, remote).await? {
             downloaded += 1;
             bytes += b;
         }
     }
+    progress.done();
     let commit = &session.commit;
     if revision != commit {
         let reference = session.repo_dir.join("refs").join(revision);

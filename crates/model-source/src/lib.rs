@@ -1,7 +1,8 @@
 //! Where ddim-edit's models come from, without touching Burn: the models known by name
 //! (`weights.toml`, [`Catalog`]), what `--model` means ([`resolve`]: a folder, a Hugging Face repo
-//! id or a catalog name in the local cache, or the toy model of the source tree), the Hugging Face
-//! cache layout ([`cache`]), downloading into it ([`fetch()`]), and atomic file writes.
+//! id or a catalog name in the local cache, or the toy model bundled in the binary), the Hugging Face
+//! cache layout ([`cache`]), downloading into it ([`fetch()`]; [`resolve_or_fetch`] for a `--model`
+//! that is not cached yet), the bundled toy model ([`toy`]), and atomic file writes.
 //!
 //! The CLI and `cargo xtask` both call this crate, so a model fetched by one is found by the
 //! other, and Python's `huggingface_hub` shares the same cache.
@@ -11,9 +12,11 @@ pub mod cache;
 pub mod catalog;
 pub mod error;
 pub mod fetch;
+pub mod obtain;
 pub mod progress;
 pub mod resolve;
 pub mod select;
+pub mod toy;
 
 pub use atomic::{write_all_atomic, write_atomic, write_atomic_with};
 pub use cache::{
@@ -22,6 +25,8 @@ pub use cache::{
 pub use catalog::{Catalog, Entry, WEIGHTS_TOML, list};
 pub use error::{Error, Result};
 pub use fetch::{Fetched, Hub, Request, fetch, fetch_async};
+pub use obtain::{is_offline, resolve_or_fetch, resolve_or_fetch_with};
 pub use progress::{Bars, NoProgress, Progress};
-pub use resolve::{DEFAULT_MODEL, TOY, resolve, resolve_in, toy_dir};
+pub use resolve::{DEFAULT_MODEL, TOY, resolve, resolve_in};
 pub use select::{UNUSED_COMPONENTS, select_files};
+pub use toy::{toy_dir, unpack_toy};

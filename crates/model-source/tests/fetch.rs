@@ -1,19 +1,19 @@
 //! The fetch engine against a stand-in hub on 127.0.0.1 serving the tiny SD1 fixture model
-//! (`hub_server`): a full fetch into the Hugging Face cache layout, a transfer cut mid-file and
+//! (`test_support::hub_server`): a full fetch into the Hugging Face cache layout, a transfer cut mid-file and
 //! resumed with a Range request, a partial blob left by an earlier run, a corrupted download, a
 //! missing file, the hub, token and cache read from the environment's variables, and an edit that
 //! loads the fetched model by repo id once the server is gone.
 
-mod hub_server;
-
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use hub_server::{COMMIT, Faults, HubServer, REPO, git_sha1_hex, read_tree, sha256_hex};
 use inversion::image::{decode_image, image_to_tensor};
 use inversion::{EditOptions, LoadOptions, Pipeline};
 use model_source::{
     Catalog, Hub, NoProgress, Progress, Request, cached_snapshot, fetch, list, repo_folder,
+};
+use test_support::hub_server::{
+    COMMIT, Faults, HubServer, REPO, assert_snapshot, git_sha1_hex, read_tree, sha256_hex,
 };
 
 const UNET: &str = "unet/diffusion_pytorch_model.safetensors";
@@ -44,36 +44,13 @@ fn assert_cached(cache: &Path) -> PathBuf {
     assert_cached_at(cache, "main")
 }
 
-/// The fixture model is complete in the cache at `revision`: a branch has a `refs/` entry naming
-/// the commit, a pinned commit needs none.
+/// The fixture model is complete in the cache at `revision`, and resolvable there offline.
 fn assert_cached_at(cache: &Path, revision: &str) -> PathBuf {
-    let repo_dir = repo_folder(cache, REPO);
-    let reference = std::fs::read_to_string(repo_dir.join("refs").join(revision));
-    if revision == COMMIT {
-        assert!(reference.is_err(), "no refs/ entry for a commit");
-    } else {
-        assert_eq!(reference.unwrap(), COMMIT);
-    }
-    let snapshot = cached_snapshot(cache, REPO, revision).expect("snapshot resolvable offline");
-    assert_eq!(snapshot, repo_dir.join("snapshots").join(COMMIT));
-    for (file, bytes) in read_tree(&model_dir()) {
-        let pointer = snapshot.join(&file);
-        let target = std::fs::read_link(&pointer).unwrap_or_else(|e| panic!("{file}: {e}"));
-        assert!(target.is_relative(), "{file} → {target:?}");
-        assert_eq!(std::fs::read(&pointer).unwrap(), bytes, "{file}");
-        if file.ends_with(".safetensors") {
-            assert!(
-                repo_dir.join("blobs").join(sha256_hex(&bytes)).is_file(),
-                "{file} blob"
-            );
-        }
-    }
-    let leftovers: Vec<_> = std::fs::read_dir(repo_dir.join("blobs"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".incomplete"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let snapshot = assert_snapshot(cache, &read_tree(&model_dir()), revision);
+    assert_eq!(
+        cached_snapshot(cache, REPO, revision),
+        Some(snapshot.clone())
+    );
     snapshot
 }
 

@@ -1,6 +1,9 @@
 //! What the parity tests of `sd-models` and `inversion` share: where the fixtures are, reference
 //! tensors read from the safetensors files `tests/reference/*.py` write, the error metric the
-//! tolerances are stated in, and the wgpu device probe.
+//! tolerances are stated in, and the wgpu device probe; and the stand-in Hugging Face hub the
+//! fetch tests of `model-source` and the CLI download from ([`hub_server`]).
+
+pub mod hub_server;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

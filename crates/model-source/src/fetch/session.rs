@@ -57,18 +57,42 @@ impl Session<'_> {
 
     /// Makes `snapshots/{commit}/{file}` point at a complete, verified blob.
     pub async fn fetch_file(&self, file: &str) -> Result<Fetched> {
-        self.fetch_file_unnamed(file)
-            .await
-            .with_context(|| format!("fetching {file} from {}@{}", self.repo_id, self.commit))
+        match self.plan(file).await? {
+            None => Ok(Fetched::Cached),
+            Some(remote) => self.fetch_remote(file, &remote).await,
+        }
     }
 
-    async fn fetch_file_unnamed(&self, file: &str) -> Result<Fetched> {
+    /// What the hub says about `file` (a HEAD request), or `None` when the snapshot already
+    /// points at a sound copy of it (no network).
+    pub async fn plan(&self, file: &str) -> Result<Option<Remote>> {
+        self.plan_unnamed(file)
+            .await
+            .with_context(|| self.context(file))
+    }
+
+    async fn plan_unnamed(&self, file: &str) -> Result<Option<Remote>> {
         check_repo_path(file)?;
         let pointer = self.snapshot().join(file);
         if pointer.is_file() && self.cached_pointer_is_sound(file, &pointer)? {
-            return Ok(Fetched::Cached);
+            return Ok(None);
         }
-        let remote = self.head(file).await?;
+        self.head(file).await.map(Some)
+    }
+
+    /// [`Session::fetch_file`] once [`Session::plan`] has read `remote`.
+    pub async fn fetch_remote(&self, file: &str, remote: &Remote) -> Result<Fetched> {
+        self.fetch_remote_unnamed(file, remote)
+            .await
+            .with_context(|| self.context(file))
+    }
+
+    fn context(&self, file: &str) -> String {
+        format!("fetching {file} from {}@{}", self.repo_id, self.commit)
+    }
+
+    async fn fetch_remote_unnamed(&self, file: &str, remote: &Remote) -> Result<Fetched> {
+        let pointer = self.snapshot().join(file);
         let blobs = self.repo_dir.join("blobs");
         std::fs::create_dir_all(&blobs).with_context(|| format!("creating {blobs:?}"))?;
         let blob = blobs.join(&remote.etag);
@@ -87,9 +111,10 @@ impl Session<'_> {
                 }
             };
         let fetched = if cached {
+            self.progress.skip(file, remote.size);
             Fetched::Cached
         } else {
-            self.download_blob(file, &remote, &blob).await?
+            self.download_blob(file, remote, &blob).await?
         };
         link_pointer(&pointer, file, &remote.etag)?;
         Ok(fetched)

@@ -1,5 +1,6 @@
 //! A stand-in for the Hugging Face hub on 127.0.0.1, serving one repository (a fixture folder)
-//! at one commit, with the requests and headers `hf-hub` and `cargo xtask fetch` use:
+//! at one commit, with the requests and headers `hf-hub` and the fetch engine (`ddim-edit fetch`,
+//! `cargo xtask fetch`) use:
 //!
 //! - `GET /api/models/{org}/{name}/revision/{rev}` → `{"id", "sha", "siblings": [{"rfilename"}]}`
 //!   (404 with `X-Error-Code: RevisionNotFound` for an unknown revision);
@@ -26,6 +27,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+
+mod snapshot;
+
+pub use snapshot::{assert_snapshot, repo_dir};
 
 pub const REPO: &str = "test-org/tiny-sd1";
 pub const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
