@@ -203,7 +203,7 @@ fn an_uncached_model_downloads_once_then_runs_offline() {
     let cache = dir.path().join("cache");
     let edit = |model: &str, out: &str, offline: bool, endpoint: &str, cache: &Path| {
         let img = image();
-        let args: [&str; 16] = [
+        let args: [&str; 15] = [
             "edit",
             "--model",
             model,

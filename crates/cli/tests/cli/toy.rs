@@ -10,7 +10,7 @@ use super::{TOY_EDIT, TOY_PROMPT, fixtures, run, stderr};
 #[test]
 fn a_copied_binary_edits_with_the_bundled_toy_like_the_test_binary() {
     let tmp = tempfile::tempdir().unwrap();
-    let (bin, work, home) = ["bin", "work", "home"].map(|d| tmp.path().join(d));
+    let [bin, work, home] = ["bin", "work", "home"].map(|d| tmp.path().join(d));
     for d in [&bin, &work, &home] {
         std::fs::create_dir_all(d).unwrap();
     }

@@ -171,7 +171,7 @@ impl P2p {
             return x;
         };
         let [_, c, h, w] = x.dims();
-        let maps: Vec<f32> = maps.clone().into_data().to_vec().unwrap_or_default();
+        let maps: Vec<f32> = maps.clone().into_data().try_to_vec().unwrap_or_default();
         let q = bh * bw;
         let (src, dst) = (maps.get(..q), maps.get(q..2 * q));
         let (Some(src), Some(dst)) = (src, dst) else {
