@@ -137,25 +137,7 @@ impl Trajectory {
         };
         let origin = match st.tensor("x0") {
             Err(_) => None,
-            Ok(x0) => {
-                let (c, h, w) = (&lat.shape()[1], &lat.shape()[2], &lat.shape()[3]);
-                if x0.dtype() != Dtype::F32 || x0.shape() != [1, *c, *h, *w] {
-                    return Err(bad(format!(
-                        "`x0` must be f32 [1, {c}, {h}, {w}] like the latents, found {:?} {:?}",
-                        x0.dtype(),
-                        x0.shape()
-                    )));
-                }
-                let v: Vec<f32> = x0
-                    .data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
-                Some(Tensor::from_data(
-                    TensorData::new(v, x0.shape().to_vec()),
-                    device,
-                ))
-            }
+            Ok(x0) => Some(origin(&x0, lat.shape(), device).map_err(bad)?),
         };
         Ok(Self {
             latents: Tensor::from_data(TensorData::new(values, lat.shape().to_vec()), device),
@@ -165,6 +147,28 @@ impl Trajectory {
             origin,
         })
     }
+}
+
+/// The `x0` tensor of a file whose latents have `shape` `[N, C, h, w]`.
+fn origin(
+    x0: &safetensors::tensor::TensorView<'_>,
+    shape: &[usize],
+    device: &Device,
+) -> std::result::Result<Tensor<4>, String> {
+    let (c, h, w) = (shape[1], shape[2], shape[3]);
+    if x0.dtype() != Dtype::F32 || x0.shape() != [1, c, h, w] {
+        return Err(format!(
+            "`x0` must be f32 [1, {c}, {h}, {w}] like the latents, found {:?} {:?}",
+            x0.dtype(),
+            x0.shape()
+        ));
+    }
+    let v: Vec<f32> = x0
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok(Tensor::from_data(TensorData::new(v, [1, c, h, w]), device))
 }
 
 /// The largest trajectory file read: 1000 steps of 4 × 128 × 128 latents is 256 MiB.

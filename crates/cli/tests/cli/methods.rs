@@ -30,7 +30,7 @@ fn editing_options_that_do_not_fit_are_clear_errors() {
     assert_edit_fails(
         &m,
         &img,
-        &with(&["--edit-prompt", "green big star"]),
+        &with(&["--edit-prompt", "one big green star"]),
         "--edit-prompt shares no word with the source prompt, so its tokens cannot be aligned",
     );
     assert_edit_fails(

@@ -330,7 +330,10 @@ mod tests {
     fn fractions_outside_the_unit_interval_are_refused() {
         assert!(fraction("--cross-replace", 1.0).is_ok());
         let e = fraction("--cross-replace", 1.5).unwrap_err().to_string();
-        assert!(e.starts_with("--cross-replace 1.5 must be a fraction"), "{e}");
+        assert!(
+            e.starts_with("--cross-replace 1.5 must be a fraction"),
+            "{e}"
+        );
         assert!(fraction("--self-replace", f64::NAN).is_err());
     }
 }
