@@ -63,7 +63,7 @@ fn bad_arguments_are_clear_errors() {
         out,
     ]);
     assert!(
-        !ok && stderr.contains("cargo xtask fetch --repo org/missing"),
+        !ok && stderr.contains("ddim-edit fetch --repo org/missing"),
         "{stderr}"
     );
     let (ok, _, stderr) = run(&["frobnicate"]);
