@@ -15,8 +15,11 @@ use sd_models::vae::VaeConfig;
 /// The error a parser returned, boxed so that one signature covers every crate's error type.
 pub type Outcome = Result<(), Box<dyn Error>>;
 
+/// What a target does with one input.
+pub type Target = fn(&[u8]) -> Outcome;
+
 /// The fuzz targets, by name, and the function each runs.
-pub const TARGETS: [(&str, fn(&[u8]) -> Outcome); 4] = [
+pub const TARGETS: [(&str, Target); 4] = [
     ("safetensors_header", safetensors_header),
     ("config", config),
     ("trajectory", trajectory),

@@ -209,7 +209,7 @@ pub fn sample(a: &SampleArgs) -> Result<()> {
             if common.size.is_some() {
                 log::warn!("--size is ignored with --latents: the size comes from the trajectory");
             }
-            let start = inversion::start_latents(&pipeline, &trajectory, common.steps, k);
+            let start = inversion::start_latents(&pipeline, trajectory, common.steps, k);
             (start.map_err(flagged)?, k)
         }
         None => (pipeline.noise_latents(a.seed, size(common, &pipeline)?), 0),

@@ -281,19 +281,20 @@ impl AttentionControl for P2p {
         let (s, e) = (b - 2, b - 1);
         let row = |i: usize| probs.clone().slice([i..i + 1, 0..h, 0..q, 0..k]);
         let cross = site.kind == AttentionKind::CrossAttention;
-        if cross && site.tokens() <= MAX_CONTROLLED_TOKENS {
-            if let Some(blend) = &mut self.blend {
-                let cond = probs.clone().slice([s..b, 0..h, 0..q, 0..k]);
-                let m = (cond * blend.words.clone())
-                    .sum_dim(3)
-                    .sum_dim(1)
-                    .reshape([2, q]);
-                let entry = blend
-                    .maps
-                    .entry(q)
-                    .or_insert_with(|| ([site.height, site.width], m.zeros_like()));
-                entry.1 = entry.1.clone() + m;
-            }
+        if cross
+            && site.tokens() <= MAX_CONTROLLED_TOKENS
+            && let Some(blend) = &mut self.blend
+        {
+            let cond = probs.clone().slice([s..b, 0..h, 0..q, 0..k]);
+            let m = (cond * blend.words.clone())
+                .sum_dim(3)
+                .sum_dim(1)
+                .reshape([2, q]);
+            let entry = blend
+                .maps
+                .entry(q)
+                .or_insert_with(|| ([site.height, site.width], m.zeros_like()));
+            entry.1 = entry.1.clone() + m;
         }
         let new = if cross && self.step < self.cross_steps {
             self.replace_cross(row(s), row(e))
