@@ -113,11 +113,7 @@ impl Trajectory {
                 ts.shape()
             )));
         }
-        let values: Vec<f32> = lat
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let values = f32_values(lat.data());
         let timesteps: Vec<i64> = ts
             .data()
             .chunks_exact(8)
@@ -163,12 +159,16 @@ fn origin(
             x0.shape()
         ));
     }
-    let v: Vec<f32> = x0
-        .data()
+    let v = f32_values(x0.data());
+    Ok(Tensor::from_data(TensorData::new(v, [1, c, h, w]), device))
+}
+
+/// Little-endian f32 values of a tensor's bytes.
+fn f32_values(bytes: &[u8]) -> Vec<f32> {
+    bytes
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Ok(Tensor::from_data(TensorData::new(v, [1, c, h, w]), device))
+        .collect()
 }
 
 /// The largest trajectory file read: 1000 steps of 4 × 128 × 128 latents is 256 MiB.
