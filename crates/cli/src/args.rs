@@ -20,7 +20,7 @@ pub enum Command {
     /// Edit an image: invert with --prompt, then sample from --start-step with --edit-prompt.
     Edit(EditArgs),
     /// Download a model into the Hugging Face cache, where --model finds it offline.
-    Fetch(crate::fetch::FetchArgs),
+    Fetch(crate::fetch::FetchCommand),
 }
 
 impl Command {
@@ -30,7 +30,7 @@ impl Command {
             Command::Invert(a) => &a.common,
             Command::Sample(a) => &a.common,
             Command::Edit(a) => &a.common,
-            Command::Fetch(a) => return (a.quiet, a.verbose),
+            Command::Fetch(a) => return (a.fetch.quiet, a.verbose),
         };
         (common.quiet, common.verbose)
     }

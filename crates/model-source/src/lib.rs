@@ -12,6 +12,7 @@ pub mod cache;
 pub mod catalog;
 pub mod error;
 pub mod fetch;
+mod fetch_args;
 pub mod obtain;
 pub mod progress;
 pub mod resolve;
@@ -25,6 +26,7 @@ pub use cache::{
 pub use catalog::{Catalog, Entry, WEIGHTS_TOML, list};
 pub use error::{Error, Result};
 pub use fetch::{Fetched, Hub, Request, fetch, fetch_async};
+pub use fetch_args::FetchArgs;
 pub use obtain::{is_offline, resolve_or_fetch, resolve_or_fetch_with};
 pub use progress::{Bars, NoProgress, Progress};
 pub use resolve::{DEFAULT_MODEL, TOY, resolve, resolve_in};
