@@ -21,6 +21,9 @@ pub enum Command {
     Edit(EditArgs),
     /// Download a model into the Hugging Face cache, where --model finds it offline.
     Fetch(crate::fetch::FetchCommand),
+    /// Run the edits of a JSON Lines job file with one model load: resumable, and sharded with
+    /// --shard or a Slurm array / Kubernetes Indexed Job.
+    Batch(crate::batch::BatchArgs),
 }
 
 impl Command {
@@ -30,6 +33,7 @@ impl Command {
             Command::Invert(a) => &a.common,
             Command::Sample(a) => &a.common,
             Command::Edit(a) => &a.common,
+            Command::Batch(a) => &a.common,
             Command::Fetch(a) => return (a.fetch.quiet, a.verbose),
         };
         (common.quiet, common.verbose)
@@ -136,6 +140,23 @@ pub struct EditArgs {
     /// The prompt describing the wanted result.
     #[arg(long)]
     pub edit_prompt: String,
+    /// Output PNG.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write the final latents (safetensors, `latents` [1, C, h, w]).
+    #[arg(long)]
+    pub save_latents: Option<PathBuf>,
+    /// Also write the inverse trajectory that the edit computed (for `sample --latents`).
+    #[arg(long)]
+    pub save_trajectory: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: EditSettings,
+}
+
+/// The settings of an edit besides the prompts, which `edit` and `batch` (as the jobs' defaults)
+/// both take.
+#[derive(Args, Clone)]
+pub struct EditSettings {
     /// What the result should not look like (the unconditional branch of guidance).
     #[arg(long, default_value = "")]
     pub negative_prompt: String,
@@ -147,15 +168,6 @@ pub struct EditArgs {
     /// is the course notebook's edit.
     #[arg(long, default_value_t = inversion::DEFAULT_INVERSION_GUIDANCE, value_parser = parse_guidance)]
     pub inversion_guidance: f64,
-    /// Output PNG.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Also write the final latents (safetensors, `latents` [1, C, h, w]).
-    #[arg(long)]
-    pub save_latents: Option<PathBuf>,
-    /// Also write the inverse trajectory that the edit computed (for `sample --latents`).
-    #[arg(long)]
-    pub save_trajectory: Option<PathBuf>,
     #[command(flatten)]
     pub method: crate::method::MethodArgs,
 }
@@ -174,7 +186,7 @@ pub fn parse_size(s: &str) -> Result<(usize, usize), String> {
 }
 
 /// A guidance scale: a finite number.
-fn parse_guidance(s: &str) -> Result<f64, String> {
+pub fn parse_guidance(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(g) if g.is_finite() => Ok(g),
         _ => Err(format!("expected a finite number, got {s:?}")),

@@ -14,12 +14,12 @@ use inversion::{
     latents_bytes,
 };
 
-use crate::args::{Common, EditArgs, InvertArgs, SampleArgs};
+use crate::args::{Common, EditArgs, EditSettings, InvertArgs, SampleArgs};
 use crate::output::{Output, check_targets, png_bytes, write_all};
 use crate::progress::Bars;
 
 /// The library's argument errors, worded with the flags that set them.
-fn flagged(e: InversionError) -> anyhow::Error {
+pub(crate) fn flagged(e: InversionError) -> anyhow::Error {
     match e {
         InversionError::NoSteps => anyhow!("--steps must be at least 1"),
         InversionError::StartStep { start, steps } => anyhow!(
@@ -57,8 +57,8 @@ fn read_regular_file(path: &Path, max: u64) -> Result<Vec<u8>> {
     Ok(std::fs::read(path)?)
 }
 
-/// Reads `--image`: a file path or an http(s) URL (30 s time-out).
-fn read_image(source: &str) -> Result<RgbImage> {
+/// Reads `--image` (or what `name` names): a file path or an http(s) URL (30 s time-out).
+pub(crate) fn read_image(source: &str, name: &str) -> Result<RgbImage> {
     let bytes = if source.starts_with("http://") || source.starts_with("https://") {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(30)))
@@ -67,20 +67,20 @@ fn read_image(source: &str) -> Result<RgbImage> {
         let mut resp = agent
             .get(source)
             .call()
-            .with_context(|| format!("downloading --image {source}"))?;
+            .with_context(|| format!("downloading {name} {source}"))?;
         resp.body_mut()
             .with_config()
             .limit(MAX_IMAGE_BYTES)
             .read_to_vec()
-            .with_context(|| format!("downloading --image {source}"))?
+            .with_context(|| format!("downloading {name} {source}"))?
     } else {
         read_regular_file(Path::new(source), MAX_IMAGE_BYTES)
-            .with_context(|| format!("reading --image {source:?}"))?
+            .with_context(|| format!("reading {name} {source:?}"))?
     };
     Ok(decode_image(&bytes, source)?)
 }
 
-fn load(common: &Common) -> Result<Pipeline> {
+pub(crate) fn load(common: &Common) -> Result<Pipeline> {
     if common.steps == 0 {
         return Err(flagged(InversionError::NoSteps));
     }
@@ -104,7 +104,7 @@ fn load(common: &Common) -> Result<Pipeline> {
 }
 
 /// `--size`, or the model's native size.
-fn size(common: &Common, pipeline: &Pipeline) -> Result<(usize, usize)> {
+pub(crate) fn size(common: &Common, pipeline: &Pipeline) -> Result<(usize, usize)> {
     let size = common.size.unwrap_or_else(|| pipeline.native_size());
     pipeline.check_size(size.0, size.1).map_err(flagged)?;
     if !common.no_size_limit {
@@ -116,7 +116,7 @@ fn size(common: &Common, pipeline: &Pipeline) -> Result<(usize, usize)> {
 }
 
 /// The metadata of the safetensors files a command writes.
-fn metadata(common: &Common, prompt: &str, guidance: f64) -> BTreeMap<String, String> {
+pub(crate) fn metadata(common: &Common, prompt: &str, guidance: f64) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("model".to_string(), common.model.clone()),
         ("prompt".to_string(), prompt.to_string()),
@@ -156,7 +156,7 @@ pub fn invert(a: &InvertArgs) -> Result<()> {
     let (common, started) = (&a.common, Instant::now());
     check_targets(&[("--out", &a.out)])?;
     let bars = Bars::new(common.quiet);
-    let img = read_image(&a.image)?;
+    let img = read_image(&a.image, "--image")?;
     let pipeline = load(common)?;
     let size = size(common, &pipeline)?;
     let x0 = pipeline.encode(image_to_tensor(&img, size, pipeline.device()), &bars)?;
@@ -277,12 +277,27 @@ fn sample_method(
     inversion::edit_from(p, t, &source, &a.prompt, &options, bars).map_err(flagged)
 }
 
-pub fn edit(a: &EditArgs) -> Result<()> {
-    let (common, started) = (&a.common, Instant::now());
-    let start_step = a
+/// The options of an edit from its flags, checked as far as they can be without the model.
+pub(crate) fn edit_options(common: &Common, s: &EditSettings) -> Result<EditOptions> {
+    let start_step = s
         .start_step
         .unwrap_or_else(|| inversion::default_start_step(common.steps));
     inversion::check_start(common.steps, start_step).map_err(flagged)?;
+    let (inversion, attention) = s.method.method()?;
+    Ok(EditOptions {
+        steps: common.steps,
+        start_step,
+        guidance: common.guidance.unwrap_or(inversion::DEFAULT_GUIDANCE),
+        inversion_guidance: s.inversion_guidance,
+        negative_prompt: s.negative_prompt.clone(),
+        inversion,
+        attention,
+    })
+}
+
+pub fn edit(a: &EditArgs) -> Result<()> {
+    let (common, started) = (&a.common, Instant::now());
+    let options = edit_options(common, &a.settings)?;
     check_targets(&targets(
         &[("--out", &a.out)],
         &[
@@ -290,20 +305,10 @@ pub fn edit(a: &EditArgs) -> Result<()> {
             ("--save-trajectory", a.save_trajectory.as_deref()),
         ],
     ))?;
-    let (method, attention) = a.method.method()?;
     let bars = Bars::new(common.quiet);
-    let img = read_image(&a.image)?;
+    let img = read_image(&a.image, "--image")?;
     let pipeline = load(common)?;
     let size = size(common, &pipeline)?;
-    let options = EditOptions {
-        steps: common.steps,
-        start_step,
-        guidance: common.guidance.unwrap_or(inversion::DEFAULT_GUIDANCE),
-        inversion_guidance: a.inversion_guidance,
-        negative_prompt: a.negative_prompt.clone(),
-        inversion: method,
-        attention,
-    };
     inversion::check_method(&pipeline, &a.prompt, &a.edit_prompt, &options).map_err(flagged)?;
     let x = image_to_tensor(&img, size, pipeline.device());
     let result = inversion::edit(&pipeline, x, &a.prompt, &a.edit_prompt, &options, &bars)

@@ -5,6 +5,7 @@
 //! where models come from in `model-source`.
 
 mod args;
+mod batch;
 mod commands;
 mod fetch;
 mod method;
@@ -24,14 +25,16 @@ fn main() -> std::process::ExitCode {
         _ => "debug",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    let done = std::process::ExitCode::SUCCESS;
     let result = match &cli.command {
-        Command::Invert(a) => commands::invert(a),
-        Command::Sample(a) => commands::sample(a),
-        Command::Edit(a) => commands::edit(a),
-        Command::Fetch(a) => fetch::run(a),
+        Command::Invert(a) => commands::invert(a).map(|()| done),
+        Command::Sample(a) => commands::sample(a).map(|()| done),
+        Command::Edit(a) => commands::edit(a).map(|()| done),
+        Command::Fetch(a) => fetch::run(a).map(|()| done),
+        Command::Batch(a) => batch::run(a),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

@@ -65,12 +65,12 @@ impl MethodArgs {
     }
 }
 
-fn parse_inversion(s: &str) -> Result<Inversion, String> {
+pub(crate) fn parse_inversion(s: &str) -> Result<Inversion, String> {
     s.parse()
 }
 
 /// A fraction of the steps, in [0, 1].
-fn parse_fraction(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_fraction(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
         _ => Err(format!(
@@ -80,7 +80,7 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
 }
 
 /// `WORD=FACTOR`, the factor a finite number.
-fn parse_reweight(s: &str) -> Result<(String, f64), String> {
+pub(crate) fn parse_reweight(s: &str) -> Result<(String, f64), String> {
     let (word, factor) = s
         .split_once('=')
         .ok_or_else(|| format!("expected WORD=FACTOR (e.g. fluffy=2), got {s:?}"))?;

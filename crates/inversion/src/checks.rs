@@ -1,6 +1,7 @@
 //! Cross-checks between the components of one pipeline, run at load: each component is valid on
 //! its own (its loader checked that), but a tokenizer from one model and a text encoder from
-//! another, say, would fail deep inside a tensor op. Each error names both files.
+//! another, say, would fail deep inside a tensor op. Each error names both files. Before them,
+//! [`index`] checks that the folder is a diffusers pipeline with every component the pipeline reads.
 
 use std::path::Path;
 
@@ -76,6 +77,35 @@ fn check_out_channels(dir: &Path, parts: &Parts) -> Result<()> {
                 c.out_channels, c.in_channels
             ),
         });
+    }
+    Ok(())
+}
+
+const COMPONENTS: [&str; 5] = ["scheduler", "tokenizer", "text_encoder", "unet", "vae"];
+
+/// Checks `model_index.json` and that every component folder the pipeline reads is there.
+pub(crate) fn index(dir: &Path) -> Result<()> {
+    let dir_err = |message: String| InversionError::ModelDir {
+        dir: dir.to_path_buf(),
+        message,
+    };
+    let index = dir.join("model_index.json");
+    if !index.is_file() {
+        return Err(dir_err(
+            "no model_index.json: not a diffusers pipeline folder".into(),
+        ));
+    }
+    let text =
+        std::fs::read_to_string(&index).map_err(|e| dir_err(format!("model_index.json: {e}")))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| dir_err(format!("model_index.json is not valid JSON: {e}")))?;
+    for c in COMPONENTS {
+        if json.get(c).is_none_or(|v| v.is_null()) || !dir.join(c).is_dir() {
+            return Err(dir_err(format!(
+                "the `{c}` component is missing (expected folder {:?})",
+                dir.join(c)
+            )));
+        }
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! The algorithms themselves are free functions over `&Pipeline` in [`crate::algorithms`].
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use ddim::{DdimSchedule, SchedulerConfig};
@@ -68,18 +69,18 @@ pub struct Parts {
 /// The models and schedule of a Stable Diffusion folder, checked to fit together.
 pub struct Pipeline {
     parts: Parts,
+    /// UNet forward passes so far (of any batch size): what batch and serve report as work done.
+    unet_calls: AtomicU64,
 }
 
 /// How many times its native size on a side an image may be (2048 px for a 512 px model).
 pub const MAX_SIZE_FACTOR: usize = 4;
 
-const COMPONENTS: [&str; 5] = ["scheduler", "tokenizer", "text_encoder", "unet", "vae"];
-
 impl Pipeline {
     /// Loads a diffusers-layout folder (`model_index.json`, `scheduler/`, `tokenizer/`,
     /// `text_encoder/`, `unet/`, `vae/`) and checks that its components fit together.
     pub fn load(dir: &Path, options: &LoadOptions) -> Result<Self> {
-        check_index(dir)?;
+        crate::checks::index(dir)?;
         let variant = options.variant.as_deref();
         let device = &options.device;
         let scheduler_config =
@@ -107,7 +108,10 @@ impl Pipeline {
     /// A pipeline of components built elsewhere, after the same cross-checks as `load`.
     pub fn from_parts(parts: Parts) -> Result<Self> {
         crate::checks::components(&parts)?;
-        Ok(Self { parts })
+        Ok(Self {
+            parts,
+            unet_calls: AtomicU64::new(0),
+        })
     }
 
     /// The folder the model was loaded from.
@@ -122,6 +126,11 @@ impl Pipeline {
     /// Compute dtype of the text encoder and UNet.
     pub fn dtype(&self) -> DType {
         self.parts.dtype
+    }
+
+    /// How many UNet forward passes this pipeline has run, whatever their batch size.
+    pub fn unet_calls(&self) -> u64 {
+        self.unet_calls.load(Ordering::Relaxed)
     }
 
     pub fn schedule(&self) -> &DdimSchedule {
@@ -264,6 +273,7 @@ impl Pipeline {
         let x = latents.clone().cast(self.parts.dtype);
         let [n, c, h, w] = x.dims();
         let unet = &self.parts.unet;
+        self.unet_calls.fetch_add(1, Ordering::Relaxed);
         if cond.batch() == n {
             let out = unet.forward_with(x, &[t as f64], cond.context.clone(), control)?;
             return Ok(out.cast(DType::F32));
@@ -312,33 +322,6 @@ impl Pipeline {
         let data = crate::noise::gaussian(seed, c * h * w);
         Tensor::from_data(TensorData::new(data, [1, c, h, w]), &self.parts.device)
     }
-}
-
-/// Checks `model_index.json` and that every component folder the pipeline reads is there.
-fn check_index(dir: &Path) -> Result<()> {
-    let dir_err = |message: String| InversionError::ModelDir {
-        dir: dir.to_path_buf(),
-        message,
-    };
-    let index = dir.join("model_index.json");
-    if !index.is_file() {
-        return Err(dir_err(
-            "no model_index.json: not a diffusers pipeline folder".into(),
-        ));
-    }
-    let text =
-        std::fs::read_to_string(&index).map_err(|e| dir_err(format!("model_index.json: {e}")))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| dir_err(format!("model_index.json is not valid JSON: {e}")))?;
-    for c in COMPONENTS {
-        if json.get(c).is_none_or(|v| v.is_null()) || !dir.join(c).is_dir() {
-            return Err(dir_err(format!(
-                "the `{c}` component is missing (expected folder {:?})",
-                dir.join(c)
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// The likely causes of NaN/inf from a stage computed in `dtype`.

@@ -3,6 +3,7 @@
 //! against a stand-in hub (`cli/fetch.rs`); the bundled toy model of an installed binary
 //! (`cli/toy.rs`).
 
+mod batch;
 mod fetch;
 mod toy;
 
