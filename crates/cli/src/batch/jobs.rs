@@ -8,10 +8,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use serde::Deserialize;
-
-use crate::args::{Common, EditSettings, parse_guidance, parse_size};
-use crate::method::{Attention, parse_fraction, parse_inversion, parse_reweight};
+use super::line::{JobLine, merge};
+use crate::args::{Common, EditSettings};
 
 /// The largest job file read: 64 MiB is some 100 000 jobs with long prompts.
 pub const MAX_JOB_FILE_BYTES: u64 = 64 << 20;
@@ -32,37 +30,6 @@ const BATCH_WIDE: [&str; 7] = [
     "quiet",
     "verbose",
 ];
-
-/// One line as written. Every option is optional: the command line gives the defaults.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JobLine {
-    id: String,
-    image: String,
-    prompt: String,
-    edit_prompt: Option<String>,
-    edit_prompts: Option<Vec<String>>,
-    steps: Option<usize>,
-    start_step: Option<usize>,
-    guidance: Option<f64>,
-    inversion_guidance: Option<f64>,
-    negative_prompt: Option<String>,
-    size: Option<String>,
-    inversion: Option<String>,
-    attention: Option<String>,
-    cross_replace: Option<f64>,
-    self_replace: Option<f64>,
-    reweight: Option<Reweight>,
-    blend_words: Option<Vec<String>>,
-}
-
-/// `reweight` as the flag writes it (`["fluffy=2"]`) or as a map (`{"fluffy": 2}`).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Reweight {
-    Flags(Vec<String>),
-    Map(std::collections::BTreeMap<String, f64>),
-}
 
 /// A job ready to run: the flags of one `edit` per edit prompt.
 #[derive(Clone)]
@@ -234,57 +201,6 @@ fn job(
     })
 }
 
-/// Sets the options the line gives, checked as the flags of the same name are.
-fn merge(l: &JobLine, common: &mut Common, settings: &mut EditSettings) -> Result<(), String> {
-    let named = |key: &str, r: Result<f64, String>| r.map_err(|e| format!("`{key}`: {e}"));
-    if let Some(v) = l.steps {
-        common.steps = v;
-    }
-    if let Some(v) = l.guidance {
-        common.guidance = Some(named("guidance", parse_guidance(&v.to_string()))?);
-    }
-    if let Some(v) = &l.size {
-        common.size = Some(parse_size(v).map_err(|e| format!("`size`: {e}"))?);
-    }
-    if let Some(v) = l.start_step {
-        settings.start_step = Some(v);
-    }
-    if let Some(v) = l.inversion_guidance {
-        settings.inversion_guidance = named("inversion_guidance", parse_guidance(&v.to_string()))?;
-    }
-    if let Some(v) = &l.negative_prompt {
-        settings.negative_prompt = v.clone();
-    }
-    let method = &mut settings.method;
-    if let Some(v) = &l.inversion {
-        method.inversion = parse_inversion(v).map_err(|e| format!("`inversion`: {e}"))?;
-    }
-    if let Some(v) = &l.attention {
-        method.attention = <Attention as clap::ValueEnum>::from_str(v, false)
-            .map_err(|_| format!("`attention`: expected \"none\" or \"p2p\", got {v:?}"))?;
-    }
-    if let Some(v) = l.cross_replace {
-        method.cross_replace = named("cross_replace", parse_fraction(&v.to_string()))?;
-    }
-    if let Some(v) = l.self_replace {
-        method.self_replace = named("self_replace", parse_fraction(&v.to_string()))?;
-    }
-    if let Some(v) = &l.reweight {
-        let flags: Vec<String> = match v {
-            Reweight::Flags(list) => list.clone(),
-            Reweight::Map(map) => map.iter().map(|(w, f)| format!("{w}={f}")).collect(),
-        };
-        method.reweight = flags
-            .iter()
-            .map(|f| parse_reweight(f).map_err(|e| format!("`reweight`: {e}")))
-            .collect::<Result<_, _>>()?;
-    }
-    if let Some(v) = &l.blend_words {
-        method.blend_words = v.clone();
-    }
-    Ok(())
-}
-
 /// An id names its output files: letters, digits, `-`, `_` and `.`, not starting with `.`.
 fn check_id(id: &str) -> Result<(), String> {
     let allowed = |c: char| c.is_alphanumeric() || matches!(c, '-' | '_' | '.');
@@ -304,6 +220,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+    use crate::method::Attention;
 
     /// The defaults of `ddim-edit batch jobs.jsonl --out-dir out` plus `flags`.
     fn defaults(flags: &[&str]) -> (Common, EditSettings) {

@@ -7,6 +7,7 @@
 //! deterministic part of the file ([`shard`]).
 
 mod jobs;
+mod line;
 mod results;
 mod shard;
 
