@@ -4,14 +4,18 @@
 //! - `cargo xtask fetch …`    download models into the Hugging Face cache (see `fetch.rs`)
 //! - `cargo xtask convert …`  rewrite a diffusers folder's weights in another dtype (see `convert.rs`)
 //! - `cargo xtask bench …`    benchmarks, optionally against PyTorch (see `bench.rs`)
+//! - `cargo xtask bench-batch` `ddim-edit batch` against a shell loop of `edit` (see `bench_batch.rs`)
 //! - `cargo xtask eval-toy`   editing quality of the toy model (see `eval_toy.rs`)
 //! - `cargo xtask fixtures`   regenerate `tests/fixtures` with the pinned Python environment
 //! - `cargo xtask fuzz …`     run the libFuzzer targets of `fuzz/` for a bounded time (see `fuzz.rs`)
+//! - `cargo xtask slurm-test` a sharded `ddim-edit batch` as a job array of a real one-node Slurm (see `slurm.rs`)
 
 mod bench;
+mod bench_batch;
 mod eval_toy;
 mod fetch;
 mod fuzz;
+mod slurm;
 
 use xtask::convert;
 
@@ -47,6 +51,8 @@ pub enum Task {
     Convert(convert::Args),
     /// Speed of the Stable Diffusion components and of an edit, optionally against PyTorch.
     Bench(bench::Args),
+    /// Jobs per minute of `ddim-edit batch` against a shell loop of `ddim-edit edit`.
+    BenchBatch(bench_batch::Args),
     /// Editing quality of the toy model on its held-out scenes.
     EvalToy(eval_toy::Args),
     /// Regenerate tests/fixtures with the pinned Python environment ($PYTHON, default
@@ -55,6 +61,9 @@ pub enum Task {
     /// Run each libFuzzer target of fuzz/ for a bounded time (nightly and cargo-fuzz needed) and
     /// print its executions, coverage, corpus size and crashes.
     Fuzz(fuzz::Args),
+    /// Start a one-node Slurm on loopback and run a sharded `ddim-edit batch` as a job array:
+    /// every job must finish exactly once, with the PNGs of an unsharded run.
+    SlurmTest(slurm::Args),
 }
 
 /// Regenerates every fixture with the pinned Python environment given by `PYTHON` (default
@@ -63,12 +72,13 @@ fn fixtures() -> anyhow::Result<()> {
     let root = project_root();
     let python = std::env::var("PYTHON")
         .unwrap_or_else(|_| root.join(".venv/bin/python").display().to_string());
-    // gen_tiny_models.py rewrites tests/fixtures/refs, so gen_pipeline.py must run after it.
+    // gen_tiny_models.py rewrites tests/fixtures/refs, so the scripts after it must run after it.
     for script in [
         "gen_scheduler.py",
         "gen_manifests.py",
         "gen_tiny_models.py",
         "gen_pipeline.py",
+        "gen_taesd.py",
     ] {
         let status = Command::new(&python)
             .arg(root.join("tests/reference").join(script))
@@ -115,9 +125,11 @@ fn main() -> ExitCode {
         Task::Fetch(args) => fetch::run(args),
         Task::Convert(args) => convert::run(args),
         Task::Bench(args) => bench::run(args),
+        Task::BenchBatch(args) => bench_batch::run(&args),
         Task::EvalToy(args) => eval_toy::run(args),
         Task::Fixtures => fixtures(),
         Task::Fuzz(args) => fuzz::run(args),
+        Task::SlurmTest(args) => slurm::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -125,6 +125,10 @@ pub struct SampleArgs {
     pub source_prompt: Option<String>,
     #[command(flatten)]
     pub method: crate::method::MethodArgs,
+    /// Decode with this TAESD folder (diffusers' `AutoencoderTiny`, e.g. madebyollin/taesd for SD
+    /// 1.x/2.x) instead of the VAE: many times faster, a little softer; for quick looks.
+    #[arg(long, value_name = "DIR")]
+    pub preview_decoder: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -170,6 +174,10 @@ pub struct EditSettings {
     pub inversion_guidance: f64,
     #[command(flatten)]
     pub method: crate::method::MethodArgs,
+    /// Decode with this TAESD folder (diffusers' `AutoencoderTiny`, e.g. madebyollin/taesd for SD
+    /// 1.x/2.x) instead of the VAE: many times faster, a little softer; for quick looks.
+    #[arg(long, value_name = "DIR")]
+    pub preview_decoder: Option<PathBuf>,
 }
 
 /// `--size 512x768` → (512, 768).

@@ -10,8 +10,8 @@ use burn::tensor::Tensor;
 use image::RgbImage;
 use inversion::image::{decode_image, image_to_tensor, tensor_to_image};
 use inversion::{
-    EditOptions, Inversion, InversionError, LoadOptions, P2pOptions, Pipeline, Trajectory,
-    latents_bytes,
+    EditOptions, Inversion, InversionError, LoadOptions, P2pOptions, Pipeline, PreviewDecoder,
+    Trajectory, latents_bytes,
 };
 
 use crate::args::{Common, EditArgs, EditSettings, InvertArgs, SampleArgs};
@@ -222,7 +222,8 @@ pub fn sample(a: &SampleArgs) -> Result<()> {
             inversion::sample(&pipeline, start, &cond, common.steps, k, &bars).map_err(flagged)?
         }
     };
-    let image = tensor_to_image(pipeline.decode(result.clone(), &bars)?)?;
+    let preview = preview_decoder(a.preview_decoder.as_deref(), &pipeline)?;
+    let image = tensor_to_image(decode(&pipeline, preview.as_ref(), result.clone(), &bars)?)?;
     let mut outputs = vec![Output {
         flag: "--out",
         path: &a.out,
@@ -277,6 +278,25 @@ fn sample_method(
     inversion::edit_from(p, t, &source, &a.prompt, &options, bars).map_err(flagged)
 }
 
+/// The `--preview-decoder` folder, loaded and checked against the model, before any compute.
+pub(crate) fn preview_decoder(dir: Option<&Path>, p: &Pipeline) -> Result<Option<PreviewDecoder>> {
+    dir.map(|d| PreviewDecoder::load(d, p).with_context(|| format!("--preview-decoder {d:?}")))
+        .transpose()
+}
+
+/// Decodes latents with the preview decoder when there is one, else the VAE.
+pub(crate) fn decode(
+    p: &Pipeline,
+    preview: Option<&PreviewDecoder>,
+    latents: Tensor<4>,
+    progress: &dyn inversion::Progress,
+) -> Result<Tensor<4>> {
+    Ok(match preview {
+        Some(d) => d.decode(latents, progress)?,
+        None => p.decode(latents, progress)?,
+    })
+}
+
 /// The options of an edit from its flags, checked as far as they can be without the model.
 pub(crate) fn edit_options(common: &Common, s: &EditSettings) -> Result<EditOptions> {
     let start_step = s
@@ -310,24 +330,27 @@ pub fn edit(a: &EditArgs) -> Result<()> {
     let pipeline = load(common)?;
     let size = size(common, &pipeline)?;
     inversion::check_method(&pipeline, &a.prompt, &a.edit_prompt, &options).map_err(flagged)?;
+    let preview = preview_decoder(a.settings.preview_decoder.as_deref(), &pipeline)?;
     let x = image_to_tensor(&img, size, pipeline.device());
-    let result = inversion::edit(&pipeline, x, &a.prompt, &a.edit_prompt, &options, &bars)
-        .map_err(flagged)?;
+    let (trajectory, latents) =
+        inversion::edit_latents(&pipeline, x, &a.prompt, &a.edit_prompt, &options, &bars)
+            .map_err(flagged)?;
+    let image = decode(&pipeline, preview.as_ref(), latents.clone(), &bars)?;
     let mut outputs = vec![Output {
         flag: "--out",
         path: &a.out,
-        bytes: png_bytes(&tensor_to_image(result.image)?)?,
+        bytes: png_bytes(&tensor_to_image(image)?)?,
     }];
     if let Some(path) = &a.save_latents {
         let meta = metadata(common, &a.edit_prompt, options.guidance);
         outputs.push(Output {
             flag: "--save-latents",
             path,
-            bytes: latents_bytes(&result.latents, &meta)?,
+            bytes: latents_bytes(&latents, &meta)?,
         });
     }
     if let Some(path) = &a.save_trajectory {
-        let mut t = result.trajectory;
+        let mut t = trajectory;
         t.metadata = metadata(common, &a.prompt, options.inversion_guidance);
         outputs.push(Output {
             flag: "--save-trajectory",

@@ -17,6 +17,7 @@ pub mod error;
 pub mod image;
 pub mod noise;
 pub mod pipeline;
+pub mod preview;
 pub mod progress;
 pub mod trajectory;
 pub mod words;
@@ -24,7 +25,7 @@ pub mod words;
 pub use algorithms::branches::{Inversion, branch_conditioning, sample_branches};
 pub use algorithms::edit::{
     DEFAULT_GUIDANCE, DEFAULT_INVERSION_GUIDANCE, EditOptions, EditOutput, check_method,
-    default_start_step, edit, edit_from,
+    default_start_step, edit, edit_from, edit_latents,
 };
 pub use algorithms::invert::{invert, start_latents};
 pub use algorithms::p2p::{P2p, P2pOptions};
@@ -32,5 +33,6 @@ pub use algorithms::sample::sample;
 pub use algorithms::{apply_step, check_start};
 pub use error::{InversionError, Result};
 pub use pipeline::{Conditioning, LoadOptions, Parts, Pipeline};
+pub use preview::PreviewDecoder;
 pub use progress::{NoProgress, Phase, Progress};
 pub use trajectory::{Trajectory, latents_bytes};

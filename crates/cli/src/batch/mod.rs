@@ -19,10 +19,10 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use inversion::image::{image_to_tensor, tensor_to_image};
-use inversion::{NoProgress, Pipeline, Trajectory};
+use inversion::{NoProgress, Pipeline, PreviewDecoder, Trajectory};
 
 use crate::args::{Common, EditSettings};
-use crate::commands::{edit_options, flagged, load, read_image, size};
+use crate::commands::{decode, edit_options, flagged, load, preview_decoder, read_image, size};
 use crate::output::png_bytes;
 use jobs::{Entry, Job};
 use results::{Record, Results, Status};
@@ -136,6 +136,7 @@ pub fn run(a: &BatchArgs) -> Result<ExitCode> {
     let mut calls = 0;
     if !jobs.is_empty() {
         let pipeline = load(&a.common)?;
+        let preview = preview_decoder(a.settings.preview_decoder.as_deref(), &pipeline)?;
         let jobs: Vec<&Job> = jobs
             .iter()
             .filter_map(|e| match e {
@@ -143,7 +144,7 @@ pub fn run(a: &BatchArgs) -> Result<ExitCode> {
                 Entry::Invalid { .. } => None,
             })
             .collect();
-        runner.run_all(&pipeline, &jobs)?;
+        runner.run_all(&pipeline, preview.as_ref(), &jobs)?;
         calls = pipeline.unet_calls();
     }
     bar.finish_and_clear();
@@ -234,7 +235,12 @@ impl Runner<'_> {
 
     /// Checks every job against the model, then runs the groups that share an inversion in the
     /// order of their first job.
-    fn run_all(&mut self, p: &Pipeline, jobs: &[&Job]) -> Result<()> {
+    fn run_all(
+        &mut self,
+        p: &Pipeline,
+        preview: Option<&PreviewDecoder>,
+        jobs: &[&Job],
+    ) -> Result<()> {
         let mut groups: Vec<(String, Vec<(&Job, inversion::EditOptions)>)> = Vec::new();
         for &job in jobs {
             let options = match check(p, job) {
@@ -251,7 +257,7 @@ impl Runner<'_> {
             }
         }
         for (_, members) in &groups {
-            self.run_group(p, members)?;
+            self.run_group(p, preview, members)?;
         }
         Ok(())
     }
@@ -260,6 +266,7 @@ impl Runner<'_> {
     fn run_group(
         &mut self,
         p: &Pipeline,
+        preview: Option<&PreviewDecoder>,
         members: &[(&Job, inversion::EditOptions)],
     ) -> Result<()> {
         let (mut since, mut calls) = (Instant::now(), p.unet_calls());
@@ -268,7 +275,7 @@ impl Runner<'_> {
         for (job, options) in members {
             self.bar.set_message(job.id.clone());
             let outcome = match &trajectory {
-                Ok(t) => run_job(p, job, options, t, self.out_dir),
+                Ok(t) => run_job(p, preview, job, options, t, self.out_dir),
                 Err(e) => Err(anyhow::anyhow!("{e:#}")),
             };
             let (seconds, used) = (since.elapsed().as_secs_f64(), p.unet_calls() - calls);
@@ -331,6 +338,7 @@ fn invert_once(
 /// Samples and decodes each edit prompt of `job`, then writes its PNGs (all or none).
 fn run_job(
     p: &Pipeline,
+    preview: Option<&PreviewDecoder>,
     job: &Job,
     o: &inversion::EditOptions,
     t: &Trajectory,
@@ -340,7 +348,7 @@ fn run_job(
     for target in &job.edit_prompts {
         let latents =
             inversion::edit_from(p, t, &job.prompt, target, o, &NoProgress).map_err(flagged)?;
-        let image = p.decode(latents, &NoProgress)?;
+        let image = decode(p, preview, latents, &NoProgress)?;
         pngs.push(png_bytes(&tensor_to_image(image)?)?);
     }
     let paths: Vec<PathBuf> = job.outputs.iter().map(|o| out_dir.join(o)).collect();

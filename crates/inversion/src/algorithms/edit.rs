@@ -78,18 +78,32 @@ pub fn edit(
     o: &EditOptions,
     progress: &dyn Progress,
 ) -> Result<EditOutput> {
-    check_start(o.steps, o.start_step)?;
-    check_method(p, source, target, o)?;
-    let x0 = p.encode(image, progress)?;
-    let inv_cond = p.conditioning(source, &o.negative_prompt, o.inversion_guidance)?;
-    let trajectory = invert(p, x0, &inv_cond, o.steps, o.steps - o.start_step, progress)?;
-    let latents = edit_from(p, &trajectory, source, target, o, progress)?;
+    let (trajectory, latents) = edit_latents(p, image, source, target, o, progress)?;
     let image = p.decode(latents.clone(), progress)?;
     Ok(EditOutput {
         trajectory,
         latents,
         image,
     })
+}
+
+/// [`edit`] without the decode (for another decoder): the inverse trajectory and the edited
+/// latents `[1, C, h, w]`.
+pub fn edit_latents(
+    p: &Pipeline,
+    image: Tensor<4>,
+    source: &str,
+    target: &str,
+    o: &EditOptions,
+    progress: &dyn Progress,
+) -> Result<(Trajectory, Tensor<4>)> {
+    check_start(o.steps, o.start_step)?;
+    check_method(p, source, target, o)?;
+    let x0 = p.encode(image, progress)?;
+    let inv_cond = p.conditioning(source, &o.negative_prompt, o.inversion_guidance)?;
+    let trajectory = invert(p, x0, &inv_cond, o.steps, o.steps - o.start_step, progress)?;
+    let latents = edit_from(p, &trajectory, source, target, o, progress)?;
+    Ok((trajectory, latents))
 }
 
 /// The sampling half of an edit, from a trajectory that inverted the photo with `source`

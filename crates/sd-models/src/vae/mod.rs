@@ -3,9 +3,15 @@
 //!
 //! `encode` returns the diagonal Gaussian posterior (mean and log-variance); inversion uses the mean.
 //! `decode` maps latents (already divided by `scaling_factor`) back to images in [-1, 1].
+//! [`AutoencoderTiny`] (TAESD) is the small distilled autoencoder of the same latent space, for
+//! fast previews.
 
 pub mod config;
 pub mod model;
+pub mod tiny;
+pub mod tiny_config;
 
 pub use config::VaeConfig;
 pub use model::{AutoencoderKL, Posterior};
+pub use tiny::AutoencoderTiny;
+pub use tiny_config::AutoencoderTinyConfig;

@@ -1,14 +1,14 @@
 //! Component parity with diffusers/transformers on the tiny fixture models and the toy model.
 //!
 //! Fixtures: `tests/fixtures/models/{tiny-*,toy}` and `tests/fixtures/refs/*`, written by
-//! `tests/reference/gen_tiny_models.py` and `gen_toy_refs.py` (outputs of the models reloaded by
+//! `tests/reference/gen_tiny_models.py`, `gen_toy_refs.py` and `gen_taesd.py` (outputs of the models reloaded by
 //! diffusers/transformers in float32). Metric: max |ours − ref| / max |ref|. Tolerance 1e-4: float32 arithmetic summed in a
 //! different order (Burn's kernels vs PyTorch's) over a few dozen layers; observed errors are logged.
 
 use burn::tensor::{DType, Device};
 use sd_models::clip::ClipTextModel;
 use sd_models::unet::UNet2DConditionModel;
-use sd_models::vae::AutoencoderKL;
+use sd_models::vae::{AutoencoderKL, AutoencoderTiny};
 use test_support::{load_refs, model_dir, rel_err};
 
 const TOL: f32 = 1e-4;
@@ -132,5 +132,37 @@ fn vae_matches_diffusers() {
 fn unet_in_reduced_precision_stays_close_to_diffusers() {
     for (dtype, tol) in [(DType::F16, 5e-3), (DType::BF16, 4e-2)] {
         check_unet("cpu", &Device::flex(), dtype, tol);
+    }
+}
+
+/// TAESD (`AutoencoderTiny`) on `tests/fixtures/models/tiny-taesd`, written by
+/// `tests/reference/gen_taesd.py`: encode and decode against diffusers, at the same tolerance.
+#[test]
+fn tiny_autoencoder_matches_diffusers() {
+    for (backend, device) in devices() {
+        let (taesd, config) = AutoencoderTiny::load(&model_dir("tiny-taesd"), None, &device)
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        assert_eq!(config.downsample_factor(), 2);
+        let refs = load_refs("refs/taesd.safetensors");
+        let checks = [
+            (
+                "encode",
+                rel_err(
+                    taesd.encode(refs["image"].float(&device)).unwrap(),
+                    &refs["encoded"],
+                ),
+            ),
+            (
+                "decode",
+                rel_err(
+                    taesd.decode(refs["latents"].float(&device)).unwrap(),
+                    &refs["decoded"],
+                ),
+            ),
+        ];
+        for (what, err) in checks {
+            eprintln!("{backend} taesd {what}: rel err {err:e}");
+            assert!(err < TOL, "{backend} taesd {what}: rel err {err:e}");
+        }
     }
 }
