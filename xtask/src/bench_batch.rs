@@ -102,28 +102,36 @@ fn run_ok(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-pub fn run(a: &Args) -> Result<()> {
-    ensure!(
-        a.photos >= 1 && (1..=EDITS.len()).contains(&a.edits),
-        "--photos ≥ 1, --edits 1 to {}",
-        EDITS.len()
-    );
-    let bin = match &a.bin {
-        Some(b) => b.clone(),
-        None => {
-            run_ok(
-                Command::new(env!("CARGO"))
-                    .args(["build", "--release", "--bin", "ddim-edit"])
-                    .current_dir(project_root()),
-            )?;
-            project_root().join("target/release/ddim-edit")
-        }
-    };
-    let tmp = std::env::temp_dir().join(format!("ddim-edit-bench-batch-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp)?;
-    let photos = photos(&tmp, a.photos)?;
-    let edits = &EDITS[..a.edits];
-    let steps = a.steps.to_string();
+/// `ddim-edit ARGS… -q --model toy --steps STEPS`.
+fn toy(bin: &Path, args: &[&str], steps: &str) -> Command {
+    let mut c = Command::new(bin);
+    c.args(args)
+        .args(["-q", "--model", "toy", "--steps", steps]);
+    c
+}
+
+/// The binary to time: `--bin`, or a release build.
+fn binary(a: &Args) -> Result<PathBuf> {
+    if let Some(b) = &a.bin {
+        return Ok(b.clone());
+    }
+    run_ok(
+        Command::new(env!("CARGO"))
+            .args(["build", "--release", "--bin", "ddim-edit"])
+            .current_dir(project_root()),
+    )?;
+    Ok(project_root().join("target/release/ddim-edit"))
+}
+
+/// Seconds of one `batch` over the job file, and of the loop of `edit`s doing the same edits
+/// (checked to give the same PNGs).
+fn time_both(
+    bin: &Path,
+    tmp: &Path,
+    photos: &[PathBuf],
+    edits: &[&str],
+    steps: &str,
+) -> Result<(f64, f64)> {
     let lines: Vec<String> = photos
         .iter()
         .enumerate()
@@ -131,55 +139,47 @@ pub fn run(a: &Args) -> Result<()> {
         .collect();
     let jobs = tmp.join("jobs.jsonl");
     std::fs::write(&jobs, lines.join("\n"))?;
+    let batch = |out: &str, steps: &str| {
+        let mut c = toy(bin, &["batch"], steps);
+        c.arg(&jobs).arg("--out-dir").arg(tmp.join(out));
+        c
+    };
     // The toy unpacks on first use: do it before timing.
-    let warm = tmp.join("warm");
-    run_ok(
-        Command::new(&bin)
-            .args(["batch", "-q", "--model", "toy", "--steps", "1"])
-            .arg(&jobs)
-            .arg("--out-dir")
-            .arg(&warm),
-    )?;
-
+    run_ok(&mut batch("warm", "1"))?;
     let started = Instant::now();
-    run_ok(
-        Command::new(&bin)
-            .args(["batch", "-q", "--model", "toy", "--steps", &steps])
-            .arg(&jobs)
-            .arg("--out-dir")
-            .arg(tmp.join("batch")),
-    )?;
+    run_ok(&mut batch("batch", steps))?;
     let batch_s = started.elapsed().as_secs_f64();
     let started = Instant::now();
     for (i, p) in photos.iter().enumerate() {
         for (n, e) in edits.iter().enumerate() {
             let out = tmp.join(format!("loop-p{i}-{n}.png"));
-            run_ok(
-                Command::new(&bin)
-                    .args([
-                        "edit",
-                        "-q",
-                        "--model",
-                        "toy",
-                        "--steps",
-                        &steps,
-                        "--prompt",
-                        PROMPT,
-                        "--edit-prompt",
-                        e,
-                    ])
-                    .arg("--image")
-                    .arg(p)
-                    .arg("--out")
-                    .arg(&out),
-            )?;
+            let mut edit = toy(
+                bin,
+                &["edit", "--prompt", PROMPT, "--edit-prompt", e],
+                steps,
+            );
+            run_ok(edit.arg("--image").arg(p).arg("--out").arg(&out))?;
             let same =
                 std::fs::read(&out)? == std::fs::read(tmp.join(format!("batch/p{i}-{n}.png")))?;
             ensure!(same, "the loop's edit {i}-{n} differs from the batch's");
         }
     }
-    let loop_s = started.elapsed().as_secs_f64();
+    Ok((batch_s, started.elapsed().as_secs_f64()))
+}
+
+pub fn run(a: &Args) -> Result<()> {
+    ensure!(
+        a.photos >= 1 && (1..=EDITS.len()).contains(&a.edits),
+        "--photos ≥ 1, --edits 1 to {}",
+        EDITS.len()
+    );
+    let bin = binary(a)?;
+    let tmp = std::env::temp_dir().join(format!("ddim-edit-bench-batch-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let photos = photos(&tmp, a.photos)?;
+    let timed = time_both(&bin, &tmp, &photos, &EDITS[..a.edits], &a.steps.to_string());
     let _ = std::fs::remove_dir_all(&tmp);
+    let (batch_s, loop_s) = timed?;
     let edits_total = (a.photos * a.edits) as f64;
     let per_min = |s: f64| edits_total / s * 60.0;
     let cpu = cpu();

@@ -6,6 +6,20 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use inversion::{Phase, Progress};
 
+/// A bar of `len` steps named `prefix`, in the style of every bar of the CLI (a message, such as
+/// a batch's current job, goes after the ETA).
+pub fn bar(prefix: &'static str, len: usize) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    let style = ProgressStyle::with_template(
+        "{prefix:>10} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(prefix);
+    bar
+}
+
 /// indicatif bars for the pipeline's phases, and the time each phase took.
 pub struct Bars {
     quiet: bool,
@@ -41,15 +55,7 @@ impl Progress for Bars {
         if self.quiet {
             return;
         }
-        let bar = ProgressBar::new(total as u64);
-        let style = ProgressStyle::with_template(
-            "{prefix:>10} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-        bar.set_style(style);
-        bar.set_prefix(phase.name());
-        *self.bar.borrow_mut() = Some(bar);
+        *self.bar.borrow_mut() = Some(bar(phase.name(), total));
     }
 
     fn step(&self, _phase: Phase) {

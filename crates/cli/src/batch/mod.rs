@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use inversion::image::{image_to_tensor, tensor_to_image};
 use inversion::{NoProgress, Pipeline, PreviewDecoder, Trajectory};
 
@@ -173,15 +173,7 @@ fn job_bar(quiet: bool, len: usize) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::new(len as u64);
-    let style = ProgressStyle::with_template(
-        "{prefix:>10} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
-    bar.set_style(style);
-    bar.set_prefix("jobs");
-    bar
+    crate::progress::bar("jobs", len)
 }
 
 /// Runs jobs and records them.

@@ -146,6 +146,20 @@ fn uninterrupted() -> &'static (tempfile::TempDir, BTreeMap<String, Vec<u8>>) {
     })
 }
 
+/// Every one of the eight jobs has exactly one results line in `out`, and the PNGs are those of
+/// the uninterrupted run.
+fn assert_like_uninterrupted(out: &Path, expected: &BTreeMap<String, Vec<u8>>) {
+    let counts = id_counts(&records(out));
+    assert!(
+        counts.len() == 8 && counts.values().all(|&n| n == 1),
+        "{counts:?}"
+    );
+    assert!(
+        pngs(out) == *expected,
+        "the outputs differ from an uninterrupted run's"
+    );
+}
+
 #[test]
 fn a_photo_is_inverted_once_for_all_its_edits_and_each_edit_equals_edit() {
     let dir = tempfile::tempdir().unwrap();
@@ -246,15 +260,7 @@ fn a_killed_batch_reruns_to_the_uninterrupted_outputs_with_one_line_per_job() {
 
     let o = output(batch(&args, &[]));
     assert!(o.status.success(), "{}", stderr(&o));
-    let counts = id_counts(&records(&out));
-    assert!(
-        counts.len() == 8 && counts.values().all(|&n| n == 1),
-        "{counts:?}"
-    );
-    assert!(
-        pngs(&out) == *expected,
-        "the outputs differ from an uninterrupted run's"
-    );
+    assert_like_uninterrupted(&out, expected);
 }
 
 #[test]
@@ -282,15 +288,7 @@ fn two_shards_from_the_flag_and_from_slurm_cover_every_job_once() {
         shard(0),
         shard(1)
     );
-    let counts = id_counts(&records(&out));
-    assert!(
-        counts.len() == 8 && counts.values().all(|&n| n == 1),
-        "{counts:?}"
-    );
-    assert!(
-        pngs(&out) == *expected,
-        "the shards' outputs differ from one run's"
-    );
+    assert_like_uninterrupted(&out, expected);
 }
 
 #[test]

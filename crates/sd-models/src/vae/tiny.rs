@@ -27,6 +27,8 @@ use crate::layers::conv2d;
 use crate::weights;
 
 /// One entry of a block's `conv` sequence: 3×3 convolutions with activations between them.
+// A few dozen layers in all: the size of the parameterless variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum BlockLayer {
     Conv(Conv2d),
@@ -72,6 +74,7 @@ impl TinyBlock {
 }
 
 /// One entry of `encoder.layers` / `decoder.layers`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum TinyLayer {
     Conv(Conv2d),
