@@ -69,7 +69,7 @@ pub struct Parts {
 /// The models and schedule of a Stable Diffusion folder, checked to fit together.
 pub struct Pipeline {
     parts: Parts,
-    /// UNet forward passes so far (of any batch size): what batch and serve report as work done.
+    /// UNet forward passes so far (of any batch size): the work `ddim-edit batch` reports per job.
     unet_calls: AtomicU64,
 }
 
