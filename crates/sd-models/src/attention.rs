@@ -12,6 +12,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Device, Tensor};
 
+use crate::cpu::linear_forward;
 use crate::layers::{group_norm, linear};
 use crate::unet::control::{AttentionControl, AttentionSite};
 
@@ -71,11 +72,10 @@ impl Attention {
     /// - output: `[batch, tokens, query_dim]`
     pub fn forward(&self, x: Tensor<3>, context: Option<Tensor<3>>) -> Tensor<3> {
         let context = context.unwrap_or_else(|| x.clone());
-        let q = self.to_q.forward(x);
-        let k = self.to_k.forward(context.clone());
-        let v = self.to_v.forward(context);
-        self.to_out
-            .forward(multi_head(q, k, v, self.heads, self.upcast))
+        let q = linear_forward(&self.to_q, x);
+        let k = linear_forward(&self.to_k, context.clone());
+        let v = linear_forward(&self.to_v, context);
+        linear_forward(&self.to_out, multi_head(q, k, v, self.heads, self.upcast))
     }
 
     /// [`forward`](Self::forward) with the probabilities computed explicitly and handed to
@@ -88,11 +88,11 @@ impl Attention {
         control: &mut dyn AttentionControl,
     ) -> Tensor<3> {
         let context = context.unwrap_or_else(|| x.clone());
-        let q = self.to_q.forward(x);
-        let k = self.to_k.forward(context.clone());
-        let v = self.to_v.forward(context);
+        let q = linear_forward(&self.to_q, x);
+        let k = linear_forward(&self.to_k, context.clone());
+        let v = linear_forward(&self.to_v, context);
         let out = multi_head_explicit(q, k, v, self.heads, |p| control.control(site, p));
-        self.to_out.forward(out)
+        linear_forward(&self.to_out, out)
     }
 
     /// The VAE's spatial self-attention with its norm and residual.

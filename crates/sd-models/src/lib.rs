@@ -9,6 +9,7 @@
 //! arXiv 2112.10752.
 
 pub mod attention;
+pub mod autocast;
 pub mod clip;
 pub mod config;
 pub mod cpu;

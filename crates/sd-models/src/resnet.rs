@@ -6,7 +6,7 @@ use burn::nn::{GroupNorm, Linear};
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
-use crate::cpu::{conv2d_forward, group_norm_silu, upsample_nearest_conv};
+use crate::cpu::{conv2d_forward, group_norm_silu, linear_forward, upsample_nearest_conv};
 use crate::layers::{conv2d, group_norm, linear};
 
 /// Two 3×3 convolutions with group norm and SiLU, the time embedding added in between (UNet only),
@@ -47,7 +47,7 @@ impl ResnetBlock2D {
         let h = conv2d_forward(&self.conv1, group_norm_silu(&self.norm1, x.clone()));
         let h = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(temb)) => {
-                let t = proj.forward(silu(temb.clone())); // [batch, cout]
+                let t = linear_forward(proj, silu(temb.clone())); // [batch, cout]
                 let [b, c] = t.dims();
                 h + t.reshape([b, c, 1, 1])
             }
@@ -55,7 +55,7 @@ impl ResnetBlock2D {
         };
         let h = conv2d_forward(&self.conv2, group_norm_silu(&self.norm2, h));
         let shortcut = match &self.conv_shortcut {
-            Some(conv) => conv.forward(x),
+            Some(conv) => conv2d_forward(conv, x),
             None => x,
         };
         shortcut + h

@@ -29,6 +29,8 @@ use burn::store::{
 };
 use burn::tensor::{DType, Tensor};
 
+use crate::autocast::{self, AutocastAdapter};
+
 use crate::error::{ModelError, Result};
 
 /// File-key renames shared by every model family (regex → replacement).
@@ -205,7 +207,8 @@ pub fn weights_file(dir: &Path, stem: &str, variant: Option<&str>) -> Result<Pat
     Err(ModelError::MissingFile { path: plain, what })
 }
 
-/// Loads `path` into `module`, strictly, casting floats to `dtype`.
+/// Loads `path` into `module`, strictly, casting floats to `dtype` (bf16 on the CPU backend may
+/// mean autocast: see [`crate::autocast`]).
 pub fn load<M: Module>(mut module: M, path: &Path, dtype: DType) -> Result<M> {
     let header = read_header(path)?;
     for (key, info) in &header {
@@ -220,7 +223,10 @@ pub fn load<M: Module>(mut module: M, path: &Path, dtype: DType) -> Result<M> {
     }
     let remapper = KeyRemapper::from_patterns(RENAMES.to_vec())
         .map_err(|e| ModelError::config(path, format!("internal key remapping: {e}")))?;
-    let adapter = PyTorchToBurnAdapter.chain(FloatCastAdapter::to(dtype));
+    let adapter = match autocast::applies(dtype, module.devices().first()) {
+        true => PyTorchToBurnAdapter.chain(AutocastAdapter),
+        false => PyTorchToBurnAdapter.chain(FloatCastAdapter::to(dtype)),
+    };
     let mut store = SafetensorsStore::from_file(path)
         .remap(remapper)
         .with_from_adapter(adapter)
@@ -295,9 +301,12 @@ pub fn file_key(module_path: &str) -> String {
     }
 }
 
-/// `module` with every float parameter cast to `dtype` (for models built in memory; files are cast
-/// while loading, see [`load`]).
+/// `module` with every float parameter cast to `dtype`, or as [`crate::autocast`] stores it where
+/// that applies (for models built in memory; files are cast while loading, see [`load`]).
 pub fn cast<M: Module>(module: M, dtype: DType) -> M {
+    if autocast::applies(dtype, module.devices().first()) {
+        return autocast::cast(module);
+    }
     struct Cast(DType);
     impl ModuleMapper for Cast {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {

@@ -140,13 +140,13 @@ impl ClipTextModel {
 impl ClipEncoderLayer {
     fn forward(&self, x: Tensor<3>, act: HiddenAct) -> Tensor<3> {
         let x = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x));
-        let h = self.mlp.fc1.forward(self.layer_norm2.forward(x.clone()));
+        let h = cpu::linear_forward(&self.mlp.fc1, self.layer_norm2.forward(x.clone()));
         let h = match act {
             HiddenAct::QuickGelu => cpu::quick_gelu(h),
             HiddenAct::Gelu => cpu::gelu(h),
             HiddenAct::GeluNew => gelu_approximate(h),
         };
-        x + self.mlp.fc2.forward(h)
+        x + cpu::linear_forward(&self.mlp.fc2, h)
     }
 }
 
@@ -157,15 +157,14 @@ impl ClipAttention {
         let [b, n, c] = x.dims();
         let heads = self.heads;
         let split = |t: Tensor<3>| t.reshape([b, n, heads, c / heads]).swap_dims(1, 2);
-        let q = split(self.q_proj.forward(x.clone()));
-        let k = split(self.k_proj.forward(x.clone()));
-        let v = split(self.v_proj.forward(x));
+        let q = split(cpu::linear_forward(&self.q_proj, x.clone()));
+        let k = split(cpu::linear_forward(&self.k_proj, x.clone()));
+        let v = split(cpu::linear_forward(&self.v_proj, x));
         let options = AttentionModuleOptions {
             is_causal: true,
             ..Default::default()
         };
         let out = attention(q, k, v, None, None, options); // [b, heads, n, d]
-        self.out_proj
-            .forward(out.swap_dims(1, 2).reshape([b, n, c]))
+        cpu::linear_forward(&self.out_proj, out.swap_dims(1, 2).reshape([b, n, c]))
     }
 }

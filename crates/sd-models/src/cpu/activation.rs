@@ -10,8 +10,8 @@ use burn::tensor::activation;
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::f32_on_flex;
 use super::math::{exp, gelu1};
+use super::{Simd, f32_on_flex};
 
 /// GEGLU's gating: the first half of the last dimension times GELU of the second half
 /// (`hidden, gate = h.chunk(2, -1); hidden * gelu(gate)`).
@@ -19,6 +19,11 @@ use super::math::{exp, gelu1};
 /// # Shapes
 /// - h: `[batch, tokens, 2·inner]` → `[batch, tokens, inner]`
 pub fn geglu(h: Tensor<3>) -> Tensor<3> {
+    geglu_with(Simd::get(), h)
+}
+
+/// [`geglu`] with the kernel compiled for `simd` (a level the CPU has).
+fn geglu_with(simd: Simd, h: Tensor<3>) -> Tensor<3> {
     let fallback = |h: Tensor<3>| {
         let [a, gate]: [Tensor<3>; 2] = h.chunk(2, 2).try_into().expect("two halves");
         a * activation::gelu(gate)
@@ -36,20 +41,28 @@ pub fn geglu(h: Tensor<3>) -> Tensor<3> {
     let mut out = vec![0.0f32; b * n * inner];
     out.par_chunks_mut(inner)
         .zip(v.par_chunks(two))
-        .for_each(|(o, row)| simd!(geglu_row(o, row)));
+        .for_each(|(o, row)| simd!(simd, geglu_row(o, row)));
     Tensor::from_data(TensorData::new(out, [b, n, inner]), &device)
 }
 
 /// Exact (erf) GELU, as `torch.nn.functional.gelu`; the CLIP MLP of SD 2.x.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    map(x, |c| simd!(gelu_slice(c)), activation::gelu)
+    gelu_with(Simd::get(), x)
+}
+
+fn gelu_with<const D: usize>(simd: Simd, x: Tensor<D>) -> Tensor<D> {
+    map(x, |c| simd!(simd, gelu_slice(c)), activation::gelu)
 }
 
 /// `x · sigmoid(1.702 x)`, the CLIP MLP of SD 1.x.
 pub fn quick_gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    quick_gelu_with(Simd::get(), x)
+}
+
+fn quick_gelu_with<const D: usize>(simd: Simd, x: Tensor<D>) -> Tensor<D> {
     map(
         x,
-        |c| simd!(quick_gelu_slice(c)),
+        |c| simd!(simd, quick_gelu_slice(c)),
         |h| h.clone() * activation::sigmoid(h * 1.702),
     )
 }
@@ -104,18 +117,21 @@ mod tests {
     #[test]
     fn activations_match_burns() {
         let device = Device::flex();
-        let h = Tensor::<3>::random([2, 7, 12], Distribution::Normal(0.0, 2.0), &device);
+        let h = Tensor::<3>::random([2, 7, 40], Distribution::Normal(0.0, 2.0), &device);
         let [a, gate]: [Tensor<3>; 2] = h.clone().chunk(2, 2).try_into().unwrap();
-        let want = a * activation::gelu(gate);
-        let diff: f32 = (geglu(h.clone()) - want).abs().max().into_scalar();
-        assert!(diff < 1e-5, "geglu differs by {diff}");
-        let diff: f32 = (gelu(h.clone()) - activation::gelu(h.clone()))
-            .abs()
-            .max()
-            .into_scalar();
-        assert!(diff < 1e-5, "gelu differs by {diff}");
-        let want = h.clone() * activation::sigmoid(h.clone() * 1.702);
-        let diff: f32 = (quick_gelu(h) - want).abs().max().into_scalar();
-        assert!(diff < 1e-5, "quick_gelu differs by {diff}");
+        let want_geglu = a * activation::gelu(gate);
+        let want_gelu = activation::gelu(h.clone());
+        let want_quick = h.clone() * activation::sigmoid(h.clone() * 1.702);
+        let max =
+            |a: Tensor<3>, b: &Tensor<3>| -> f32 { (a - b.clone()).abs().max().into_scalar() };
+        // Every path this CPU can run: scalar, AVX2, AVX-512.
+        for simd in Simd::ALL.into_iter().filter(|s| s.available()) {
+            let diff = max(geglu_with(simd, h.clone()), &want_geglu);
+            assert!(diff < 1e-5, "geglu ({simd:?}) differs by {diff}");
+            let diff = max(gelu_with(simd, h.clone()), &want_gelu);
+            assert!(diff < 1e-5, "gelu ({simd:?}) differs by {diff}");
+            let diff = max(quick_gelu_with(simd, h.clone()), &want_quick);
+            assert!(diff < 1e-5, "quick_gelu ({simd:?}) differs by {diff}");
+        }
     }
 }

@@ -3,37 +3,46 @@
 //! Every public function here takes Burn modules and tensors and decides once: on the CPU backend
 //! (`flex`), with a shape and dtype the kernel supports, it runs the kernel; anywhere else it runs
 //! Burn's own op, so another backend's path is plainly `conv.forward(x)`, `silu(norm.forward(x))`,
-//! …. Kernels that are plain loops are compiled twice, for the baseline target and for AVX2, and
-//! `simd!` picks one with run-time CPU feature detection.
+//! …. Kernels that are plain loops are compiled three times, for the baseline target, AVX2 and
+//! AVX-512, and `simd!` picks one by run-time CPU feature detection ([`Simd`]); one binary serves
+//! every x86-64 CPU, and `DDIM_EDIT_SIMD=avx2|scalar` forces a lower path (A/B runs, tests).
 //!
 //! - [`conv`]: 2-D convolution as banded im2col matrix products;
 //! - [`upsample_conv`]: nearest 2× upsampling then a 3×3 convolution, in four phases;
 //! - [`norm`]: group norm + SiLU in one pass;
 //! - [`activation`]: GEGLU, exact GELU, quick GELU;
+//! - [`gemm_bf16`]: bf16 matrix products with f32 accumulation (AVX512-BF16), behind
+//!   [`linear_forward`] and the convolutions when the weights are bf16 ([`bf16_autocast`]);
 //! - `math`: the branch-free scalar `exp`/`erf` the fused kernels vectorise.
 //!
 //! Measurements behind each: `cargo xtask bench --component ops`.
 
-/// Calls `$kernel(args…)` compiled for AVX2 where the CPU has it (checked at run time), else for
-/// the baseline target: the kernels are plain loops that the compiler vectorises 8 wide with AVX2.
-/// Another instruction set is one more branch here.
+/// Calls `$kernel(args…)` compiled for the instruction set `$simd` (a [`Simd`] the CPU has, from
+/// [`Simd::get`]): the kernels are plain loops that the compiler vectorises 16 wide with AVX-512,
+/// 8 wide with AVX2, and for the baseline target otherwise.
 macro_rules! simd {
-    ($kernel:ident($($arg:expr),*)) => {{
+    ($simd:expr, $kernel:ident($($arg:expr),*)) => {{
         #[cfg(target_arch = "x86_64")]
         {
+            #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2")]
+            unsafe fn avx512(f: impl FnOnce()) {
+                f()
+            }
             #[target_feature(enable = "avx2")]
             unsafe fn avx2(f: impl FnOnce()) {
                 f()
             }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2 (checked above).
-                unsafe { avx2(|| $kernel($($arg),*)) }
-            } else {
-                $kernel($($arg),*)
+            match $simd {
+                // SAFETY: `Simd::Avx512` and `Simd::Avx2` are only handed out where the CPU has
+                // them (`Simd::available`).
+                $crate::cpu::Simd::Avx512 => unsafe { avx512(|| $kernel($($arg),*)) },
+                $crate::cpu::Simd::Avx2 => unsafe { avx2(|| $kernel($($arg),*)) },
+                $crate::cpu::Simd::Scalar => $kernel($($arg),*),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
+            let _ = $simd;
             $kernel($($arg),*)
         }
     }};
@@ -41,13 +50,18 @@ macro_rules! simd {
 
 pub mod activation;
 pub mod conv;
+pub mod gemm_bf16;
+pub mod linear;
 mod math;
 pub mod norm;
+mod simd;
 pub mod upsample_conv;
 
 pub use activation::{geglu, gelu, quick_gelu};
 pub use conv::conv2d_forward;
+pub use linear::linear_forward;
 pub use norm::group_norm_silu;
+pub use simd::{SIMD_ENV, Simd, bf16_autocast};
 pub use upsample_conv::upsample_nearest_conv;
 
 use burn::tensor::{DType, Device, Tensor};

@@ -12,14 +12,19 @@ use burn::tensor::activation::silu;
 use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
-use super::f32_on_flex;
 use super::math::silu1;
+use super::{Simd, f32_on_flex};
 
 /// `silu(norm.forward(x))`: the fused kernel for f32 on the CPU backend, Burn's two ops elsewhere.
 ///
 /// # Shapes
 /// - x: `[batch, channels, h, w]` → the same
 pub fn group_norm_silu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
+    group_norm_silu_with(Simd::get(), norm, x)
+}
+
+/// [`group_norm_silu`] with the kernel compiled for `simd` (a level the CPU has).
+fn group_norm_silu_with(simd: Simd, norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
     if !f32_on_flex(&x) {
         return silu(norm.forward(x));
     }
@@ -53,13 +58,10 @@ pub fn group_norm_silu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
         .for_each(|(i, chunk)| {
             let first = (i % groups) * per_group;
             let ch = first..first + per_group;
-            simd!(norm_silu_group(
-                chunk,
-                hw,
-                &gamma[ch.clone()],
-                &beta[ch],
-                eps
-            ));
+            simd!(
+                simd,
+                norm_silu_group(chunk, hw, &gamma[ch.clone()], &beta[ch], eps)
+            );
         });
     debug_assert_eq!(v.len(), b * c * hw);
     Tensor::from_data(values, &device)
@@ -123,8 +125,10 @@ mod tests {
             &device,
         )));
         let want = silu(norm.forward(x.clone()));
-        let got = group_norm_silu(&norm, x);
-        let diff: f32 = (got - want).abs().max().into_scalar();
-        assert!(diff < 1e-5, "group_norm_silu differs by {diff}");
+        for simd in Simd::ALL.into_iter().filter(|s| s.available()) {
+            let got = group_norm_silu_with(simd, &norm, x.clone());
+            let diff: f32 = (got - want.clone()).abs().max().into_scalar();
+            assert!(diff < 1e-5, "group_norm_silu ({simd:?}) differs by {diff}");
+        }
     }
 }

@@ -7,7 +7,7 @@ use burn::tensor::Tensor;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions, PadMode};
 
-use super::conv::{conv2d_forward, im2col_product};
+use super::conv::{autocast, conv2d_forward, im2col_product};
 use super::on_flex;
 
 /// `conv.forward(nearest_upsample(x, size))`: on the CPU backend, for an exact 2× upsampling and a
@@ -50,7 +50,12 @@ fn upsample2x_conv3x3(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
         return None;
     }
     let [b, cin, h, w] = x.dims();
-    let weight = conv.weight.val();
+    // Under bf16 autocast the taps are summed in f32 and rounded to bf16 once, by the product.
+    let bf16 = autocast(conv, x);
+    let weight = match bf16 {
+        true => conv.weight.val().cast(burn::tensor::DType::F32),
+        false => conv.weight.val(),
+    };
     let cout = weight.dims()[0];
     // The kernel folded to two taps along `dim` for output phase `phase`.
     let fold = |k: Tensor<4>, dim: usize, phase: usize| -> Tensor<4> {
@@ -69,7 +74,7 @@ fn upsample2x_conv3x3(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
         for c in 0..2 {
             let k = fold(rows.clone(), 3, c); // [cout, cin, 2, 2]
             let xs = xp.clone().slice([0..b, 0..cin, a..a + h + 1, c..c + w + 1]);
-            let (y, _, _) = im2col_product(k, xs, [1, 1]); // [b, cout, h·w]
+            let (y, _, _) = im2col_product(k, xs, [1, 1], bf16); // [b, cout, h·w]
             phases.push(y.reshape([b, cout, 1, h * w]));
         }
     }
@@ -79,7 +84,10 @@ fn upsample2x_conv3x3(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
         .permute([0, 1, 4, 2, 5, 3])
         .reshape([b, cout, 2 * h, 2 * w]);
     Some(match &conv.bias {
-        Some(bias) => y + bias.val().reshape([1, cout, 1, 1]),
+        Some(bias) => {
+            let dtype = y.dtype();
+            y + bias.val().cast(dtype).reshape([1, cout, 1, 1])
+        }
         None => y,
     })
 }

@@ -6,6 +6,7 @@ use burn::nn::Linear;
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::cpu::linear_forward;
 use crate::layers::linear;
 
 /// `get_timestep_embedding` of diffusers: `dim` features per timestep, half sines, half cosines,
@@ -49,7 +50,7 @@ impl TimestepEmbedding {
     /// # Shapes
     /// - x: `[batch, cin]` → `[batch, dim]`
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.linear_2.forward(silu(self.linear_1.forward(x)))
+        linear_forward(&self.linear_2, silu(linear_forward(&self.linear_1, x)))
     }
 }
 

@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::control::{AttentionKind, Hooks};
 use crate::attention::Attention;
-use crate::cpu::geglu;
+use crate::cpu::{conv2d_forward, geglu, linear_forward};
 use crate::layers::{conv2d, group_norm, layer_norm, linear};
 
 /// GEGLU (Shazeer, arXiv 2002.05202): one projection to twice the width, half gating the other
@@ -37,8 +37,8 @@ impl FeedForward {
     }
 
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let h = self.geglu.proj.forward(x);
-        self.out.forward(geglu(h))
+        let h = linear_forward(&self.geglu.proj, x);
+        linear_forward(&self.out, geglu(h))
     }
 }
 
@@ -159,16 +159,16 @@ impl Transformer2DModel {
         let x = self.norm.forward(x);
         let to_tokens = |x: Tensor<4>| x.reshape([b, c, h * w]).swap_dims(1, 2); // [b, hw, c]
         let mut t = match &self.proj_in {
-            Projection::Conv(conv) => to_tokens(conv.forward(x)),
-            Projection::Linear(lin) => lin.forward(to_tokens(x)),
+            Projection::Conv(conv) => to_tokens(conv2d_forward(conv, x)),
+            Projection::Linear(lin) => linear_forward(lin, to_tokens(x)),
         };
         for block in &self.transformer_blocks {
             t = block.forward(t, context, hooks, [h, w]);
         }
         let to_image = |t: Tensor<3>| t.swap_dims(1, 2).reshape([b, c, h, w]);
         let out = match &self.proj_out {
-            Projection::Conv(conv) => conv.forward(to_image(t)),
-            Projection::Linear(lin) => to_image(lin.forward(t)),
+            Projection::Conv(conv) => conv2d_forward(conv, to_image(t)),
+            Projection::Linear(lin) => to_image(linear_forward(lin, t)),
         };
         out + residual
     }

@@ -65,7 +65,12 @@ fn check_unet(backend: &str, device: &Device, dtype: DType, tol: f32) {
                     r("encoder_hidden_states").float::<3>(device).cast(dtype),
                 )
                 .unwrap();
-            assert_eq!(out.dtype(), dtype, "{name}: computed in {dtype:?}");
+            // Autocast computes the products in bf16 and returns f32 activations.
+            let want = match sd_models::autocast::applies(dtype, Some(device)) {
+                true => DType::F32,
+                false => dtype,
+            };
+            assert_eq!(out.dtype(), want, "{name}: computed in {dtype:?}");
             let err = rel_err(out.cast(DType::F32), r("out"));
             eprintln!("{backend} {dtype:?} {name} unet case {case}: rel err {err:e}");
             assert!(
@@ -128,10 +133,29 @@ fn vae_matches_diffusers() {
 /// backend, against the same float32 diffusers reference. Tolerances follow from the formats' unit
 /// roundoff (f16 2⁻¹¹ ≈ 4.9e-4, bf16 2⁻⁸ ≈ 3.9e-3) grown over the UNet's ~20 rounded layers —
 /// about ten units each: 5e-3 for f16, 4e-2 for bf16; observed errors are logged.
+///
+/// On a CPU with AVX512-BF16, bf16 runs as autocast (bf16 products, f32 elsewhere); the test then
+/// runs itself again with `DDIM_EDIT_SIMD=avx2`, which gives the whole-model bf16 path that other
+/// CPUs take, so both are checked wherever the first can run.
 #[test]
 fn unet_in_reduced_precision_stays_close_to_diffusers() {
     for (dtype, tol) in [(DType::F16, 5e-3), (DType::BF16, 4e-2)] {
         check_unet("cpu", &Device::flex(), dtype, tol);
+    }
+    if sd_models::cpu::bf16_autocast() {
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "parity::unet_in_reduced_precision_stays_close_to_diffusers",
+            ])
+            .args(["--nocapture", "--test-threads", "1"])
+            .env(sd_models::cpu::SIMD_ENV, "avx2")
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "whole-model bf16 (DDIM_EDIT_SIMD=avx2): {status}"
+        );
     }
 }
 
