@@ -23,6 +23,7 @@ average after the measurement: well above the thread count means other work shar
 """
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -50,6 +51,8 @@ def parse_args():
     p.add_argument("--steps", type=int, default=10, help="edit: DDIM steps")
     p.add_argument("--start-step", type=int, default=2, help="edit: start step")
     p.add_argument("--matmul", type=int, default=2048, help="size of the f32 matmul ceiling")
+    p.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16"],
+                   help="text encoder and UNet: f32, or torch.autocast('cpu', that dtype) (VAE f32)")
     p.add_argument("--guidance", type=float, default=3.5, help="edit: guidance (inversion too)")
     return p.parse_args()
 
@@ -91,6 +94,18 @@ def measure(fn, warmup, iters):
     return flop, times, peak_rss_mib()
 
 
+# The components whose text encoder / UNet calls run under --dtype (the VAE stays f32, as ours).
+AUTOCAST = ("text-encoder", "unet", "edit")
+
+
+def amp(args):
+    """CPU autocast for --dtype bf16 / f16, else nothing."""
+    dtypes = {"bf16": torch.bfloat16, "f16": torch.float16}
+    if args.dtype in dtypes:
+        return torch.autocast("cpu", dtype=dtypes[args.dtype])
+    return contextlib.nullcontext()
+
+
 def line(args, component, latent, batch, flop, times, peak, warmup, **extra):
     median = statistics.median(times)
     rec = {
@@ -102,7 +117,7 @@ def line(args, component, latent, batch, flop, times, peak, warmup, **extra):
         "batch": batch,
         "backend": f"torch {torch.__version__}",
         "device": "cpu",
-        "dtype": "f32",
+        "dtype": args.dtype if component in AUTOCAST else "f32",
         "threads": torch.get_num_threads(),
         "warmup": warmup,
         "iterations": len(times),
@@ -210,12 +225,18 @@ def main():
     def states(prompt):
         ids = tokenizer(prompt, padding="max_length", max_length=tokenizer.model_max_length,
                         truncation=True, return_tensors="pt").input_ids
-        return text_encoder(ids)[0]
+        with amp(args):
+            return text_encoder(ids)[0].float()
 
     def guided(x, t, context, g):
-        e = unet(torch.cat([x, x]), t, encoder_hidden_states=context).sample
+        with amp(args):
+            e = unet(torch.cat([x, x]), t, encoder_hidden_states=context).sample.float()
         u, c = e.chunk(2)
         return u + g * (c - u)
+
+    def unet_step(x, ctx):
+        with amp(args):
+            return unet(x, 500, encoder_hidden_states=ctx).sample
 
     with torch.inference_mode():
         image = torch.rand(1, 3, 8 * s, 8 * s) * 2 - 1
@@ -242,7 +263,7 @@ def main():
             elif comp == "unet":
                 x = torch.randn(2, unet.config.in_channels, s, s)
                 ctx = torch.randn(2, 77, dim)
-                flop, times, peak = measure(lambda: unet(x, 500, encoder_hidden_states=ctx).sample, 1, iters(3))
+                flop, times, peak = measure(lambda: unet_step(x, ctx), 1, iters(3))
                 flops[comp] = flop
                 line(args, comp, s, 2, flop, times, peak, 1)
             elif comp == "edit":

@@ -38,36 +38,6 @@ const EDITS: [&str; 4] = [
     "a purple square on a textured background",
 ];
 
-/// The CPU's model name and its vector features, from /proc/cpuinfo.
-pub fn cpu() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |name: &str| {
-        info.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_default()
-    };
-    let flags = field("flags");
-    let features: Vec<&str> = [
-        "avx2",
-        "fma",
-        "avx512f",
-        "avx512_bf16",
-        "avx512_fp16",
-        "amx_bf16",
-    ]
-    .into_iter()
-    .filter(|f| flags.split_whitespace().any(|x| x == *f))
-    .collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    format!(
-        "{} ({threads} threads; {})",
-        field("model name"),
-        features.join(" ")
-    )
-}
-
 fn photos(dir: &Path, n: usize) -> Result<Vec<PathBuf>> {
     let img = image::open(project_root().join("tests/fixtures/images/toy.png"))?.to_rgb8();
     (0..n)
@@ -182,7 +152,7 @@ pub fn run(a: &Args) -> Result<()> {
     let (batch_s, loop_s) = timed?;
     let edits_total = (a.photos * a.edits) as f64;
     let per_min = |s: f64| edits_total / s * 60.0;
-    let cpu = cpu();
+    let cpu = xtask::cpu();
     let line = serde_json::json!({
         "bench": "batch", "cpu": cpu, "photos": a.photos, "edits_per_photo": a.edits, "steps": a.steps,
         "batch_s": batch_s, "loop_s": loop_s,

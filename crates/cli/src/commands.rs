@@ -88,9 +88,23 @@ pub(crate) fn load(common: &Common) -> Result<Pipeline> {
     let dir =
         model_source::resolve_or_fetch(&common.model, common.variant.as_deref(), &fetch_bars)?;
     let device = sd_models::device::select(&common.device)?;
+    sd_models::cpu::Simd::from_env().map_err(anyhow::Error::msg)?;
     let start = Instant::now();
     let mut options = LoadOptions::new(device);
     options.dtype = sd_models::device::parse_dtype(&common.dtype)?;
+    if options.dtype == burn::tensor::DType::BF16
+        && options.device == burn::tensor::Device::flex()
+        && !sd_models::cpu::bf16_autocast()
+    {
+        log::warn!(
+            "--dtype bf16 on this CPU (no AVX512-BF16{}) casts the whole model to bf16, which \
+             runs slower than f32; it only saves memory",
+            match sd_models::cpu::Simd::from_env() {
+                Ok(Some(cap)) => format!(", or {}={}", sd_models::cpu::SIMD_ENV, cap.name()),
+                _ => String::new(),
+            }
+        );
+    }
     options.variant = common.variant.clone();
     let pipeline = Pipeline::load(&dir, &options)
         .with_context(|| format!("loading model {:?}", common.model))?;

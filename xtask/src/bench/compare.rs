@@ -26,6 +26,7 @@ pub fn run_torch(o: &Options) -> anyhow::Result<Vec<Value>> {
         .args(["--steps", &o.steps.to_string()])
         .args(["--start-step", &o.start_step.to_string()])
         .args(["--matmul", &o.matmul.to_string()])
+        .args(["--dtype", &o.dtype])
         .stdout(Stdio::piped());
     if let Some(n) = o.iters {
         cmd.args(["--iters", &n.to_string()]);
@@ -86,14 +87,20 @@ pub fn table(ours: &[Value], theirs: &[Value]) -> String {
         };
         let _ = writeln!(
             t,
-            "\n{} preset, {}×{} latents, {} threads; ours: {} {} (VAE f32), PyTorch: {} f32\n",
+            "\n{} preset, {}×{} latents, {} threads, CPU {}; ours: {} {} (SIMD {}, VAE f32), PyTorch: {} {}\n",
             r["preset"].as_str().unwrap_or("?"),
             r["latent"][0],
             r["latent"][1],
             r["threads"],
+            r["cpu"].as_str().unwrap_or("?"),
             backend(ours),
             r["dtype"].as_str().unwrap_or("?"),
+            r["simd"].as_str().unwrap_or("?"),
             backend(theirs),
+            match r["dtype"].as_str() {
+                Some("f32") | None => "f32".to_string(),
+                Some(d) => format!("autocast {d}"),
+            },
         );
     }
     t.push_str("| component | ours (s) | PyTorch (s) | ours/PyTorch | ours GFLOP/s | PyTorch GFLOP/s | ours % of ceiling | PyTorch % of ceiling | ours peak MiB | PyTorch peak MiB |\n");

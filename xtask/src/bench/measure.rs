@@ -3,7 +3,8 @@
 //! One JSON line per component on stdout:
 //! `{"impl": "burn", "component", "preset", "latent": [h, w], "image": [H, W], "batch", "backend",
 //! "device", "dtype", "threads", "warmup", "iterations", "median_s", "min_s", "flop",
-//! "gflop_per_s", "peak_rss_mib"}`, and for `edit` also `steps`, `start_step`, `unet_evals` (batch-2
+//! "gflop_per_s", "peak_rss_mib", "cpu" (model, threads, vector features), "simd" (the kernels'
+//! instruction set), "bf16_autocast"}`, and for `edit` also `steps`, `start_step`, `unet_evals` (batch-2
 //! UNet calls: 2(N−k)) and `tutorial_unet_evals` (the diffusion course notebook's N−2 inverse steps
 //! plus N−k sampling steps). `flop` is the analytic count of [`super::flops`]; `peak_rss_mib` is
 //! VmHWM after resetting it to the current RSS before the component, so it is that component's
@@ -152,6 +153,9 @@ pub fn record(
         "gflop_per_s": flop as f64 / median / 1e9,
         "peak_rss_mib": peak,
         "loadavg_1m": loadavg(),
+        "cpu": xtask::cpu(),
+        "simd": sd_models::cpu::Simd::get().name(),
+        "bf16_autocast": sd_models::cpu::bf16_autocast(),
     });
     if let (Some(r), Some(e)) = (record.as_object_mut(), extra.as_object()) {
         r.extend(e.clone());

@@ -21,6 +21,9 @@ use std::cell::RefCell;
 use half::bf16;
 use rayon::prelude::*;
 
+mod pack;
+use pack::{pack_a, pack_b};
+
 /// Rows of the register tile.
 const MR: usize = 6;
 /// 16-lane vectors per row of the register tile.
@@ -114,23 +117,20 @@ pub fn matmul<A: Operand, B: Operand>(
         }
         return;
     }
+    let product = Product {
+        mnk: (m, n, k),
+        a,
+        lda,
+        b,
+        ldb,
+    };
     PACKS.with(|cell| match cell.try_borrow_mut() {
         Ok(mut packs) => {
             let (pa, pb) = &mut *packs;
-            product((m, n, k), a, lda, b, ldb, c, ldc, pa, pb)
+            product.run(c, ldc, pa, pb)
         }
         // Re-entered on this thread (work stealing): fresh buffers.
-        Err(_) => product(
-            (m, n, k),
-            a,
-            lda,
-            b,
-            ldb,
-            c,
-            ldc,
-            &mut Vec::new(),
-            &mut Vec::new(),
-        ),
+        Err(_) => product.run(c, ldc, &mut Vec::new(), &mut Vec::new()),
     });
 }
 
@@ -141,122 +141,76 @@ struct Out(*mut f32);
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
-#[allow(clippy::too_many_arguments)]
-fn product<A: Operand, B: Operand>(
-    (m, n, k): (usize, usize, usize),
-    a: &[A],
+impl Out {
+    /// The address of output element `i` (a method, so that closures capture `Out` whole).
+    fn at(&self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
+/// The operands of one product, checked by [`matmul`].
+struct Product<'a, A, B> {
+    mnk: (usize, usize, usize),
+    a: &'a [A],
     lda: usize,
-    b: &[B],
+    b: &'a [B],
     ldb: usize,
-    c: &mut [f32],
-    ldc: usize,
-    pa: &mut Vec<u32>,
-    pb: &mut Vec<u32>,
-) {
-    let kp = k.div_ceil(2);
-    pack_a(a, lda, m, k, pa);
-    pack_b(b, ldb, k, n, pb);
-    let (pa, pb) = (&*pa, &*pb);
-    let (mp, np) = (m.div_ceil(MR), n.div_ceil(NR));
-    let (mg, ng) = (MC / MR, NC / NR);
-    let units: Vec<(usize, usize)> = (0..mp.div_ceil(mg))
-        .flat_map(|i| (0..np.div_ceil(ng)).map(move |j| (i, j)))
-        .collect();
-    let out = Out(c.as_mut_ptr());
-    units.par_iter().for_each(|&(ui, uj)| {
-        let out = out;
-        let (i0, i1) = (ui * mg, ((ui + 1) * mg).min(mp));
-        let (j0, j1) = (uj * ng, ((uj + 1) * ng).min(np));
-        let width = (j1 - j0) * NR;
-        let run = |buf: &mut Vec<f32>| {
-            buf.clear();
-            buf.resize((i1 - i0) * MR * width, 0.0);
-            for p0 in (0..kp).step_by(KC_PAIRS) {
-                let kc = KC_PAIRS.min(kp - p0);
-                for jp in j0..j1 {
-                    let bp = &pb[(jp * kp + p0) * NR..(jp * kp + p0 + kc) * NR];
-                    for ip in i0..i1 {
-                        let ap = &pa[(ip * kp + p0) * MR..(ip * kp + p0 + kc) * MR];
-                        let at = (ip - i0) * MR * width + (jp - j0) * NR;
-                        // SAFETY: supported() was checked by `matmul`; the tile at `at` spans MR
-                        // rows of `width` ≥ NR floats inside `buf`.
-                        unsafe { tile(ap, bp, &mut buf[at..], width, p0 > 0) };
-                    }
-                }
-            }
-            let (r0, c0) = (i0 * MR, j0 * NR);
-            let (h, w) = ((i1 * MR).min(m) - r0, (j1 * NR).min(n) - c0);
-            for r in 0..h {
-                // SAFETY: rows r0..r0+h, columns c0..c0+w of the output are this unit's alone,
-                // and inside `c` (checked by `matmul`).
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        buf.as_ptr().add(r * width),
-                        out.0.add((r0 + r) * ldc + c0),
-                        w,
-                    )
-                };
-            }
-        };
-        UNIT.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut buf) => run(&mut buf),
-            Err(_) => run(&mut Vec::new()),
-        });
-    });
 }
 
-/// A as panels of MR rows: for each k-pair p, the MR rows' (a[2p], a[2p+1]) as one u32 each
-/// (low half first); rows past m and the odd k's partner are zero.
-fn pack_a<A: Operand>(a: &[A], lda: usize, m: usize, k: usize, out: &mut Vec<u32>) {
-    let kp = k.div_ceil(2);
-    out.clear();
-    out.resize(m.div_ceil(MR) * kp * MR, 0);
-    out.par_chunks_mut(kp * MR)
-        .enumerate()
-        .for_each(|(i, panel)| {
-            let mut pairs = vec![0u32; kp];
-            for r in 0..MR.min(m - i * MR) {
-                let row = &a[(i * MR + r) * lda..][..k];
-                // Converted contiguously (vectorises), then spread MR apart.
-                let (whole, rest) = row.split_at(k & !1);
-                for (d, x) in pairs.iter_mut().zip(whole.chunks_exact(2)) {
-                    *d = x[0].bf16_bits() as u32 | ((x[1].bf16_bits() as u32) << 16);
-                }
-                if let Some(x) = rest.first() {
-                    pairs[kp - 1] = x.bf16_bits() as u32;
-                }
-                for (p, &v) in pairs.iter().enumerate() {
-                    panel[p * MR + r] = v;
-                }
-            }
-        });
-}
-
-/// B as panels of NR columns: for each k-pair p, the NR columns' (b[2p][j], b[2p+1][j]) as one
-/// u32 each; columns past n and the odd k's partner are zero.
-fn pack_b<B: Operand>(b: &[B], ldb: usize, k: usize, n: usize, out: &mut Vec<u32>) {
-    let kp = k.div_ceil(2);
-    out.clear();
-    out.resize(n.div_ceil(NR) * kp * NR, 0);
-    out.par_chunks_mut(kp * NR)
-        .enumerate()
-        .for_each(|(j, panel)| {
-            let c0 = j * NR;
-            let w = NR.min(n - c0);
-            for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
-                let even = &b[2 * p * ldb + c0..][..w];
-                if 2 * p + 1 < k {
-                    let odd = &b[(2 * p + 1) * ldb + c0..][..w];
-                    for ((d, e), o) in dst.iter_mut().zip(even).zip(odd) {
-                        *d = e.bf16_bits() as u32 | ((o.bf16_bits() as u32) << 16);
-                    }
-                } else {
-                    for (d, e) in dst.iter_mut().zip(even) {
-                        *d = e.bf16_bits() as u32;
+impl<A: Operand, B: Operand> Product<'_, A, B> {
+    /// Packs both operands into `pa`, `pb` and computes `c` (rows `ldc` apart) in parallel units.
+    fn run(&self, c: &mut [f32], ldc: usize, pa: &mut Vec<u32>, pb: &mut Vec<u32>) {
+        let (m, n, k) = self.mnk;
+        let kp = k.div_ceil(2);
+        pack_a(self.a, self.lda, m, k, pa);
+        pack_b(self.b, self.ldb, k, n, pb);
+        let (pa, pb) = (&*pa, &*pb);
+        let (mp, np) = (m.div_ceil(MR), n.div_ceil(NR));
+        let (mg, ng) = (MC / MR, NC / NR);
+        let units: Vec<(usize, usize)> = (0..mp.div_ceil(mg))
+            .flat_map(|i| (0..np.div_ceil(ng)).map(move |j| (i, j)))
+            .collect();
+        let out = Out(c.as_mut_ptr());
+        units.par_iter().for_each(|&(ui, uj)| {
+            let (i0, i1) = (ui * mg, ((ui + 1) * mg).min(mp));
+            let (j0, j1) = (uj * ng, ((uj + 1) * ng).min(np));
+            let width = (j1 - j0) * NR;
+            let run = |buf: &mut Vec<f32>| {
+                buf.clear();
+                buf.resize((i1 - i0) * MR * width, 0.0);
+                for p0 in (0..kp).step_by(KC_PAIRS) {
+                    let kc = KC_PAIRS.min(kp - p0);
+                    for jp in j0..j1 {
+                        let bp = &pb[(jp * kp + p0) * NR..(jp * kp + p0 + kc) * NR];
+                        for ip in i0..i1 {
+                            let ap = &pa[(ip * kp + p0) * MR..(ip * kp + p0 + kc) * MR];
+                            let at = (ip - i0) * MR * width + (jp - j0) * NR;
+                            // SAFETY: supported() was checked by `matmul`; the tile at `at` spans MR
+                            // rows of `width` ≥ NR floats inside `buf`.
+                            unsafe { tile(ap, bp, &mut buf[at..], width, p0 > 0) };
+                        }
                     }
                 }
-            }
+                let (r0, c0) = (i0 * MR, j0 * NR);
+                let (h, w) = ((i1 * MR).min(m) - r0, (j1 * NR).min(n) - c0);
+                for r in 0..h {
+                    // SAFETY: rows r0..r0+h, columns c0..c0+w of the output are this unit's alone,
+                    // and inside `c` (checked by `matmul`).
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            buf.as_ptr().add(r * width),
+                            out.at((r0 + r) * ldc + c0),
+                            w,
+                        )
+                    };
+                }
+            };
+            UNIT.with(|cell| match cell.try_borrow_mut() {
+                Ok(mut buf) => run(&mut buf),
+                Err(_) => run(&mut Vec::new()),
+            });
         });
+    }
 }
 
 /// One MR × NR tile over the k-pairs of `a` (MR per pair) and `b` (NR per pair): `c` (rows `ldc`
