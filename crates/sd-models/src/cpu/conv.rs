@@ -151,6 +151,9 @@ pub(crate) fn im2col_product(
     stride: [usize; 2],
     bf16: bool,
 ) -> (Tensor<3>, usize, usize) {
+    // bf16 products read bf16 columns: the im2col matrix is built at half the size and packed
+    // without a conversion.
+    let x = if bf16 { x.cast(DType::BF16) } else { x };
     let [b, cin, h, w] = x.dims();
     let [cout, _, kh, kw] = weight.dims();
     let [sh, sw] = stride;
@@ -202,6 +205,29 @@ mod tests {
             let conv = conv2d(64, 8, 3, stride, padding, &device);
             let diff = max_diff(conv2d_forward(&conv, x.clone()), conv.forward(x.clone()));
             assert!(diff < 1e-4, "stride {stride}: {diff}");
+        }
+    }
+
+    #[test]
+    fn autocast_convolutions_are_burns_on_bf16_rounded_operands() {
+        if !crate::cpu::bf16_autocast() {
+            eprintln!("no AVX512-BF16 on this CPU: autocast does not apply");
+            return;
+        }
+        let device = Device::flex();
+        let x = Tensor::<4>::random([2, 6, 9, 7], Distribution::Normal(0.0, 1.0), &device);
+        let round = |t: Tensor<4>| t.cast(DType::BF16).cast(DType::F32);
+        for (k, stride, padding) in [(3, 1, 1), (3, 2, 0), (1, 1, 0)] {
+            let conv = conv2d(6, 5, k, stride, padding, &device);
+            let mut want = conv.clone();
+            want.weight = burn::module::Param::from_tensor(round(conv.weight.val()));
+            let want = want.forward(round(x.clone()));
+            let mut bf16 = conv;
+            bf16.weight = burn::module::Param::from_tensor(bf16.weight.val().cast(DType::BF16));
+            let got = conv2d_forward(&bf16, x.clone());
+            assert_eq!(got.dtype(), DType::F32);
+            let diff = max_diff(got, want);
+            assert!(diff < 1e-5, "{k}×{k} stride {stride}: {diff}");
         }
     }
 }
