@@ -24,6 +24,9 @@ pub enum Command {
     /// Run the edits of a JSON Lines job file with one model load: resumable, and sharded with
     /// --shard or a Slurm array / Kubernetes Indexed Job.
     Batch(crate::batch::BatchArgs),
+    /// A local web page to edit photos on: the model loaded once, the photo's inversion kept
+    /// for edit after edit, live progress and previews (http://127.0.0.1:7860/).
+    Serve(crate::serve::ServeArgs),
 }
 
 impl Command {
@@ -34,6 +37,7 @@ impl Command {
             Command::Sample(a) => &a.common,
             Command::Edit(a) => &a.common,
             Command::Batch(a) => &a.common,
+            Command::Serve(a) => &a.common,
             Command::Fetch(a) => return (a.fetch.quiet, a.verbose),
         };
         (common.quiet, common.verbose)

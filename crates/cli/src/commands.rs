@@ -57,22 +57,27 @@ fn read_regular_file(path: &Path, max: u64) -> Result<Vec<u8>> {
     Ok(std::fs::read(path)?)
 }
 
-/// Reads `--image` (or what `name` names): a file path or an http(s) URL (30 s time-out).
+/// Downloads an http(s) URL of at most [`MAX_IMAGE_BYTES`] (30 s time-out).
+pub(crate) fn download(url: &str, name: &str) -> Result<Vec<u8>> {
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .new_agent();
+    let mut resp = agent
+        .get(url)
+        .call()
+        .with_context(|| format!("downloading {name} {url}"))?;
+    resp.body_mut()
+        .with_config()
+        .limit(MAX_IMAGE_BYTES)
+        .read_to_vec()
+        .with_context(|| format!("downloading {name} {url}"))
+}
+
+/// Reads `--image` (or what `name` names): a file path or an http(s) URL.
 pub(crate) fn read_image(source: &str, name: &str) -> Result<RgbImage> {
     let bytes = if source.starts_with("http://") || source.starts_with("https://") {
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .new_agent();
-        let mut resp = agent
-            .get(source)
-            .call()
-            .with_context(|| format!("downloading {name} {source}"))?;
-        resp.body_mut()
-            .with_config()
-            .limit(MAX_IMAGE_BYTES)
-            .read_to_vec()
-            .with_context(|| format!("downloading {name} {source}"))?
+        download(source, name)?
     } else {
         read_regular_file(Path::new(source), MAX_IMAGE_BYTES)
             .with_context(|| format!("reading {name} {source:?}"))?

@@ -11,6 +11,7 @@ mod fetch;
 mod method;
 mod output;
 mod progress;
+mod serve;
 
 use clap::Parser;
 
@@ -32,6 +33,7 @@ fn main() -> std::process::ExitCode {
         Command::Edit(a) => commands::edit(a).map(|()| done),
         Command::Fetch(a) => fetch::run(a).map(|()| done),
         Command::Batch(a) => batch::run(a),
+        Command::Serve(a) => serve::run(a).map(|()| done),
     };
     match result {
         Ok(code) => code,

@@ -73,6 +73,9 @@ pub enum InversionError {
     /// An editing option that does not fit the prompts or the other options.
     #[error("{flag} {message}")]
     EditOption { flag: &'static str, message: String },
+    /// The progress observer asked the run to stop.
+    #[error("cancelled")]
+    Cancelled,
     /// Tensor data could not be read back from the device or serialised.
     #[error("cannot serialise {what}: {message}")]
     Serialize { what: &'static str, message: String },

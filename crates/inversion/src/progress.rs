@@ -1,4 +1,7 @@
-//! Progress reporting: the caller passes an observer; library code never prints.
+//! Progress reporting: the caller passes an observer; library code never prints. The observer
+//! also sees the current latents after every step (for live previews) and can ask the run to stop.
+
+use burn::tensor::Tensor;
 
 /// The phases of a pipeline run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +31,15 @@ pub trait Progress {
     fn step(&self, _phase: Phase) {}
     /// The phase is done.
     fn finish(&self, _phase: Phase) {}
+    /// The latents after a step of inversion or sampling, `[batch, C, h, w]` (batch 2 when the
+    /// source and edit branches are sampled together). Reading them costs a device sync, so an
+    /// observer that shows them should do so only now and then.
+    fn latents(&self, _phase: Phase, _x: &Tensor<4>) {}
+    /// Whether the run should stop: asked after every step, which then fails with
+    /// [`InversionError::Cancelled`](crate::InversionError::Cancelled).
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// Reports nothing.

@@ -172,4 +172,5 @@ fn run_cases(backend: &str, device: &Device, subset: &[&str]) {
     }
 }
 
+mod continued;
 mod methods;

@@ -12,6 +12,10 @@ use std::process::{Command, Output};
 
 mod methods;
 mod preview;
+mod serve;
+mod serve_limits;
+mod serve_load;
+mod serve_page;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")

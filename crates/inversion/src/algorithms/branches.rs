@@ -141,7 +141,7 @@ pub fn sample_branches(
         if let Some(ctl) = control.as_deref() {
             x = ctl.blend(x);
         }
-        progress.step(Phase::Sampling);
+        super::stepped(progress, Phase::Sampling, &x)?;
     }
     progress.finish(Phase::Sampling);
     check_finite(&x, "sampling", p.dtype())?;

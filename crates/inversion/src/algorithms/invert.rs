@@ -3,7 +3,7 @@
 
 use burn::tensor::Tensor;
 
-use super::{apply_step, check_start};
+use super::{apply_step, check_start, stepped};
 use crate::error::{InversionError, Result};
 use crate::pipeline::{Conditioning, Pipeline, check_finite};
 use crate::progress::{Phase, Progress};
@@ -21,19 +21,7 @@ pub fn invert(
 ) -> Result<Trajectory> {
     let timesteps = p.schedule().inverse_timesteps(steps)?;
     let count = count.min(steps);
-    progress.start(Phase::Inversion, count);
-    let mut x = x0.clone();
-    let mut entries = Vec::with_capacity(count);
-    for &t in &timesteps[..count] {
-        let out = p.guided_output(&x, t, cond)?;
-        x = apply_step(&p.schedule().inverse_step(t, steps)?, x, out);
-        entries.push(x.clone());
-        progress.step(Phase::Inversion);
-    }
-    progress.finish(Phase::Inversion);
-    if let Some(last) = entries.last() {
-        check_finite(last, "inversion", p.dtype())?;
-    }
+    let entries = inverse_steps(p, x0.clone(), cond, steps, 0..count, progress)?;
     Ok(Trajectory {
         latents: Tensor::cat(entries, 0),
         timesteps: timesteps[..count].to_vec(),
@@ -41,6 +29,68 @@ pub fn invert(
         metadata: Default::default(),
         origin: Some(x0),
     })
+}
+
+/// Continues an inversion made with `cond` until it holds `count` entries (at most its `steps`),
+/// from its last entry: the same latents, bit for bit, as inverting `count` steps at once. Does
+/// nothing when it is long enough already (invert once, edit from any start step).
+pub fn extend_inversion(
+    p: &Pipeline,
+    trajectory: &mut Trajectory,
+    cond: &Conditioning,
+    count: usize,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let (steps, have) = (trajectory.steps, trajectory.len());
+    let count = count.min(steps);
+    if count <= have {
+        return Ok(());
+    }
+    let timesteps = p.schedule().inverse_timesteps(steps)?;
+    if trajectory.timesteps[..] != timesteps[..have] {
+        return Err(InversionError::TrajectoryMismatch {
+            message: "was not made with this model's schedule, so it cannot be continued".into(),
+        });
+    }
+    let (last, mut entries) = match (have, &trajectory.origin) {
+        (0, Some(x0)) => (x0.clone(), vec![]),
+        (0, None) => {
+            return Err(InversionError::TrajectoryMismatch {
+                message: "holds neither entries nor the photo's latent x0 to continue from".into(),
+            });
+        }
+        _ => (trajectory.entry(have - 1), vec![trajectory.latents.clone()]),
+    };
+    entries.extend(inverse_steps(p, last, cond, steps, have..count, progress)?);
+    trajectory.latents = Tensor::cat(entries, 0);
+    trajectory.timesteps = timesteps[..count].to_vec();
+    Ok(())
+}
+
+/// Inverse steps `range` of `steps` from `x`, the latent before the first of them; returns the
+/// latent after each.
+fn inverse_steps(
+    p: &Pipeline,
+    mut x: Tensor<4>,
+    cond: &Conditioning,
+    steps: usize,
+    range: std::ops::Range<usize>,
+    progress: &dyn Progress,
+) -> Result<Vec<Tensor<4>>> {
+    let timesteps = p.schedule().inverse_timesteps(steps)?;
+    progress.start(Phase::Inversion, range.len());
+    let mut entries = Vec::with_capacity(range.len());
+    for &t in &timesteps[range] {
+        let out = p.guided_output(&x, t, cond)?;
+        x = apply_step(&p.schedule().inverse_step(t, steps)?, x, out);
+        entries.push(x.clone());
+        stepped(progress, Phase::Inversion, &x)?;
+    }
+    progress.finish(Phase::Inversion);
+    if let Some(last) = entries.last() {
+        check_finite(last, "inversion", p.dtype())?;
+    }
+    Ok(entries)
 }
 
 /// The latent at τ_start_step taken from a trajectory, after checking that the trajectory was made

@@ -19,6 +19,17 @@ use burn::tensor::Tensor;
 use ddim::StepCoefficients;
 
 use crate::error::{InversionError, Result};
+use crate::progress::{Phase, Progress};
+
+/// Reports a finished step of `phase` with its latents, then stops the run if the observer asks.
+pub(crate) fn stepped(progress: &dyn Progress, phase: Phase, x: &Tensor<4>) -> Result<()> {
+    progress.step(phase);
+    progress.latents(phase, x);
+    if progress.cancelled() {
+        return Err(InversionError::Cancelled);
+    }
+    Ok(())
+}
 
 /// One DDIM update applied to tensors: x is the current latent, m the guided model output.
 pub fn apply_step(c: &StepCoefficients, x: Tensor<4>, m: Tensor<4>) -> Tensor<4> {

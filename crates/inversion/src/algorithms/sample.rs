@@ -3,7 +3,7 @@
 
 use burn::tensor::Tensor;
 
-use super::{apply_step, check_start};
+use super::{apply_step, check_start, stepped};
 use crate::error::Result;
 use crate::pipeline::{Conditioning, Pipeline, check_finite};
 use crate::progress::{Phase, Progress};
@@ -24,7 +24,7 @@ pub fn sample(
     for &t in &timesteps[start_step..] {
         let out = p.guided_output(&x, t, cond)?;
         x = apply_step(&p.schedule().step(t, steps, 0.0)?, x, out);
-        progress.step(Phase::Sampling);
+        stepped(progress, Phase::Sampling, &x)?;
     }
     progress.finish(Phase::Sampling);
     check_finite(&x, "sampling", p.dtype())?;
