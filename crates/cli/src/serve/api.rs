@@ -204,13 +204,17 @@ pub async fn image(State(app): AppState, Path(id): Path<String>) -> Result<Respo
         .ok_or_else(|| ApiError::not_found("image", &id))?;
     let (w, h) = app.size;
     let bytes = tokio::task::spawn_blocking(move || {
-        let img = image::imageops::resize(
+        // As `image_to_tensor` sees it: resized (bicubic) unless it has the size already.
+        if photo.image.dimensions() == (w as u32, h as u32) {
+            return crate::output::png_bytes(&photo.image);
+        }
+        let filter = image::imageops::FilterType::CatmullRom;
+        crate::output::png_bytes(&image::imageops::resize(
             &photo.image,
             w as u32,
             h as u32,
-            image::imageops::FilterType::CatmullRom,
-        );
-        crate::output::png_bytes(&img)
+            filter,
+        ))
     })
     .await
     .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "resizing failed"))?

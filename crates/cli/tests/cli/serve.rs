@@ -336,3 +336,75 @@ fn every_route_of_the_openapi_file_is_served() {
         "--steps sets the page's default"
     );
 }
+
+/// Runs a job's `command` as a shell would, with the photo's and the output's real paths: the PNG.
+fn run_command(command: &str, photo: &[u8]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let (image, out) = (dir.path().join("in.png"), dir.path().join("out.png"));
+    std::fs::write(&image, photo).unwrap();
+    let line = command
+        .replacen(
+            "ddim-edit ",
+            &format!("'{}' ", env!("CARGO_BIN_EXE_ddim-edit")),
+            1,
+        )
+        .replace("--image in.png", &format!("--image '{}'", image.display()))
+        .replace("--out edited.png", &format!("--out '{}' -q", out.display()));
+    let o = Command::new("sh")
+        .args(["-c", &line])
+        .env("HF_HUB_OFFLINE", "1")
+        .env(
+            "XDG_DATA_HOME",
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("data"),
+        )
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{line}: {}", stderr(&o));
+    std::fs::read(out).unwrap()
+}
+
+/// A Prompt-to-Prompt edit with every option, from a photo fetched by URL (the server's own
+/// image route): its `command`, run by a shell, writes the same PNG.
+#[test]
+fn a_prompt_to_prompt_edits_command_gives_the_same_png() {
+    let server = Server::start();
+    let (_, up) = server.upload(&toy_photo());
+    let url = format!("{}{}", server.url, up["url"].as_str().unwrap());
+    let body = json!({ "url": url }).to_string();
+    let (code, fetched) = server.post("/api/images/from-url", "application/json", body.as_bytes());
+    assert_eq!(code, 201, "{fetched}");
+    let (_, photo) = server.get(up["url"].as_str().unwrap());
+    let image = fetched["id"].as_str().unwrap().to_string();
+    let mut job = toy_job(&image, "a blue triangle on a textured background", 3);
+    for (k, v) in [
+        ("attention", json!("p2p")),
+        ("inversion", json!("direct")),
+        ("cross_replace", json!(0.6)),
+        ("self_replace", json!(0.2)),
+        ("reweight", json!([{"word": "blue", "factor": 1.5}])),
+        ("blend_words", json!(["triangle"])),
+        ("negative_prompt", json!("it's blurry")),
+    ] {
+        job[k] = v;
+    }
+    let (code, st) = server.submit(&job);
+    assert_eq!(code, 202, "{st}");
+    let id = st["id"].as_str().unwrap().to_string();
+    let done = server.wait(&id, |s| s["state"] == "done" || s["state"] == "failed");
+    assert_eq!(done["state"], "done", "{done}");
+    let command = done["command"]
+        .as_str()
+        .unwrap()
+        .replace(&format!("--image {}", fetched_name(&url)), "--image in.png");
+    assert!(
+        command.contains("--negative-prompt 'it'\\''s blurry'"),
+        "{command}"
+    );
+    let (_, png) = server.get(&format!("/api/jobs/{id}/result.png"));
+    assert_eq!(png, run_command(&command, &photo), "{command}");
+}
+
+/// The name a photo fetched from `url` goes by: the last part of its path.
+fn fetched_name(url: &str) -> &str {
+    url.rsplit('/').next().unwrap()
+}
