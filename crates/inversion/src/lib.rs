@@ -24,8 +24,8 @@ pub mod words;
 
 pub use algorithms::branches::{Inversion, branch_conditioning, sample_branches};
 pub use algorithms::edit::{
-    DEFAULT_GUIDANCE, DEFAULT_INVERSION_GUIDANCE, EditOptions, EditOutput, check_method,
-    default_start_step, edit, edit_from, edit_latents,
+    DEFAULT_GUIDANCE, DEFAULT_INVERSION_GUIDANCE, EditOptions, EditOutput, InversionKey,
+    check_method, default_start_step, edit, edit_from, edit_latents,
 };
 pub use algorithms::invert::{extend_inversion, invert, start_latents};
 pub use algorithms::p2p::{P2p, P2pOptions};

@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::ProgressBar;
 use inversion::image::{image_to_tensor, tensor_to_image};
-use inversion::{NoProgress, Pipeline, PreviewDecoder, Trajectory};
+use inversion::{InversionKey, NoProgress, Pipeline, PreviewDecoder, Trajectory};
 
 use crate::args::{Common, EditSettings};
 use crate::commands::{decode, edit_options, flagged, load, preview_decoder, read_image, size};
@@ -184,21 +184,6 @@ struct Runner<'a> {
     tally: &'a mut Tally,
 }
 
-/// What decides whether two jobs can share an inversion.
-fn inversion_key(j: &Job) -> String {
-    let s = &j.settings;
-    // The negative prompt enters the inversion only when it is guided.
-    let negative = if s.inversion_guidance == 1.0 {
-        ""
-    } else {
-        &s.negative_prompt
-    };
-    format!(
-        "{}\n{}\n{}\n{}\n{negative}\n{:?}",
-        j.image, j.prompt, j.common.steps, s.inversion_guidance, j.common.size
-    )
-}
-
 impl Runner<'_> {
     fn failed(
         &mut self,
@@ -233,7 +218,7 @@ impl Runner<'_> {
         preview: Option<&PreviewDecoder>,
         jobs: &[&Job],
     ) -> Result<()> {
-        let mut groups: Vec<(String, Vec<(&Job, inversion::EditOptions)>)> = Vec::new();
+        let mut groups: Vec<(InversionKey, Vec<(&Job, inversion::EditOptions)>)> = Vec::new();
         for &job in jobs {
             let options = match check(p, job) {
                 Ok(o) => o,
@@ -242,7 +227,7 @@ impl Runner<'_> {
                     continue;
                 }
             };
-            let key = inversion_key(job);
+            let key = InversionKey::new(&job.image, &job.prompt, &options, job.common.size);
             match groups.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, members)) => members.push((job, options)),
                 None => groups.push((key, vec![(job, options)])),

@@ -6,38 +6,12 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use inversion::image::{image_to_tensor, tensor_to_image};
-use inversion::{EditOptions, Pipeline, Trajectory};
+use inversion::{EditOptions, InversionKey, Pipeline, Trajectory};
 
 use super::limits::MAX_INVERSIONS;
 use super::preview::Projection;
 use super::progress::JobProgress;
 use super::state::{Shared, State};
-
-/// What decides an inversion: the same key gives the same trajectory.
-#[derive(Debug, Clone, PartialEq)]
-struct InversionKey {
-    image: String,
-    prompt: String,
-    /// Only read by a guided inversion.
-    negative_prompt: Option<String>,
-    steps: usize,
-    guidance_bits: u64,
-    size: (usize, usize),
-}
-
-impl InversionKey {
-    fn new(image: &str, prompt: &str, options: &EditOptions, size: (usize, usize)) -> Self {
-        let guided = options.inversion_guidance != 1.0;
-        Self {
-            image: image.to_string(),
-            prompt: prompt.to_string(),
-            negative_prompt: guided.then(|| options.negative_prompt.clone()),
-            steps: options.steps,
-            guidance_bits: options.inversion_guidance.to_bits(),
-            size,
-        }
-    }
-}
 
 struct Kept {
     key: InversionKey,
@@ -126,7 +100,7 @@ impl Worker {
         let p = &*pipeline;
         let shared = self.shared.clone();
         let progress = JobProgress::new(id, &shared, status.clone(), cancel);
-        let key = InversionKey::new(&photo.id, &request.prompt, &options, self.size);
+        let key = InversionKey::new(&photo.id, &request.prompt, &options, Some(self.size));
         let need = options.steps - options.start_step;
         let calls_before = p.unet_calls();
         let cond = p.conditioning(

@@ -59,6 +59,34 @@ impl EditOptions {
     }
 }
 
+/// What decides the inversion an edit samples from: edits with equal keys can share one
+/// trajectory (invert once, edit many), inverted as deep as the earliest start step needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InversionKey {
+    /// The photo, as its caller names it (a path, a digest).
+    pub image: String,
+    pub prompt: String,
+    /// The negative prompt, which only a guided inversion reads.
+    pub negative_prompt: Option<String>,
+    pub steps: usize,
+    pub guidance_bits: u64,
+    pub size: Option<(usize, usize)>,
+}
+
+impl InversionKey {
+    pub fn new(image: &str, prompt: &str, o: &EditOptions, size: Option<(usize, usize)>) -> Self {
+        let guided = o.inversion_guidance != 1.0;
+        Self {
+            image: image.to_string(),
+            prompt: prompt.to_string(),
+            negative_prompt: guided.then(|| o.negative_prompt.clone()),
+            steps: o.steps,
+            guidance_bits: o.inversion_guidance.to_bits(),
+            size,
+        }
+    }
+}
+
 /// What an edit produces.
 pub struct EditOutput {
     /// The inverse steps computed: entries 0..steps−start_step.
