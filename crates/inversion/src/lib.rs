@@ -19,6 +19,7 @@ pub mod noise;
 pub mod pipeline;
 pub mod preview;
 pub mod progress;
+pub mod single_file;
 pub mod trajectory;
 pub mod words;
 
@@ -35,4 +36,5 @@ pub use error::{InversionError, Result};
 pub use pipeline::{Conditioning, LoadOptions, Parts, Pipeline};
 pub use preview::PreviewDecoder;
 pub use progress::{NoProgress, Phase, Progress};
+pub use single_file::SingleFileOptions;
 pub use trajectory::{Trajectory, latents_bytes};

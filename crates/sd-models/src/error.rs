@@ -77,6 +77,27 @@ pub enum ModelError {
         expected: String,
         found: Vec<usize>,
     },
+    /// A pickled PyTorch checkpoint: unpickling it would run the code it holds.
+    #[error(
+        "{path:?} is a pickled PyTorch checkpoint ({kind}): loading one runs whatever code it holds, so it is not read. \
+         Convert it to safetensors where you trust it, e.g. `python -c \"import torch, safetensors.torch as st; \
+         sd = torch.load('{stem}.ckpt', map_location='cpu', weights_only=True); sd = sd.get('state_dict', sd); \
+         st.save_file({{k: v.contiguous() for k, v in sd.items() if isinstance(v, torch.Tensor)}}, '{stem}.safetensors')\"` \
+         (weights_only=True refuses to run code), then pass the .safetensors file"
+    )]
+    PickledCheckpoint {
+        path: PathBuf,
+        kind: &'static str,
+        stem: String,
+    },
+    /// A single-file checkpoint of a model family this crate does not run.
+    #[error(
+        "{path:?} is {kind} checkpoint, which is not supported yet (supported: Stable Diffusion 1.x and 2.x text-to-image)"
+    )]
+    UnsupportedCheckpoint { path: PathBuf, kind: String },
+    /// A single-file checkpoint whose tensors do not form a Stable Diffusion model.
+    #[error("single-file checkpoint {path:?}: {message}")]
+    SingleFile { path: PathBuf, message: String },
 }
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
@@ -86,6 +107,13 @@ impl ModelError {
         Self::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    pub(crate) fn single_file(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Self::SingleFile {
+            path: path.into(),
+            message: message.into(),
         }
     }
 

@@ -17,6 +17,7 @@ pub mod device;
 pub mod error;
 pub mod layers;
 pub mod resnet;
+pub mod single_file;
 pub mod weights;
 
 pub use error::{ModelError, Result};

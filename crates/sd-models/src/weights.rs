@@ -61,6 +61,8 @@ const IGNORED: &[&str] = &["embeddings.position_ids"];
 pub struct TensorInfo {
     pub dtype: String,
     pub shape: Vec<usize>,
+    /// Byte range in the data section (after the 8-byte length and the header).
+    pub data_offsets: (u64, u64),
 }
 
 /// Reads and checks a safetensors header: every tensor's byte range must lie inside the file and
@@ -169,7 +171,14 @@ fn check_header(header: &[u8], data_len: u64, path: &Path) -> Result<BTreeMap<St
                 ),
             ));
         }
-        out.insert(name.clone(), TensorInfo { dtype, shape });
+        out.insert(
+            name.clone(),
+            TensorInfo {
+                dtype,
+                shape,
+                data_offsets: offsets,
+            },
+        );
     }
     Ok(out)
 }
@@ -209,9 +218,38 @@ pub fn weights_file(dir: &Path, stem: &str, variant: Option<&str>) -> Result<Pat
 
 /// Loads `path` into `module`, strictly, casting floats to `dtype` (bf16 on the CPU backend may
 /// mean autocast: see [`crate::autocast`]).
-pub fn load<M: Module>(mut module: M, path: &Path, dtype: DType) -> Result<M> {
+pub fn load<M: Module>(module: M, path: &Path, dtype: DType) -> Result<M> {
     let header = read_header(path)?;
-    for (key, info) in &header {
+    load_from(
+        module,
+        SafetensorsStore::from_file(path),
+        &header,
+        path,
+        dtype,
+    )
+}
+
+/// [`load`] from a safetensors file in memory (a component of a single-file checkpoint);
+/// `name` names it in errors.
+pub fn load_bytes<M: Module>(module: M, bytes: Vec<u8>, name: &Path, dtype: DType) -> Result<M> {
+    let header = parse_header(&bytes, name)?;
+    load_from(
+        module,
+        SafetensorsStore::from_bytes(Some(bytes)),
+        &header,
+        name,
+        dtype,
+    )
+}
+
+fn load_from<M: Module>(
+    mut module: M,
+    store: SafetensorsStore,
+    header: &BTreeMap<String, TensorInfo>,
+    path: &Path,
+    dtype: DType,
+) -> Result<M> {
+    for (key, info) in header {
         let ignored = IGNORED.iter().any(|s| key.ends_with(s));
         if !ignored && !matches!(info.dtype.as_str(), "F32" | "F16" | "BF16") {
             return Err(ModelError::BadDtype {
@@ -227,7 +265,7 @@ pub fn load<M: Module>(mut module: M, path: &Path, dtype: DType) -> Result<M> {
         true => PyTorchToBurnAdapter.chain(AutocastAdapter),
         false => PyTorchToBurnAdapter.chain(FloatCastAdapter::to(dtype)),
     };
-    let mut store = SafetensorsStore::from_file(path)
+    let mut store = store
         .remap(remapper)
         .with_from_adapter(adapter)
         .skip_enum_variants(true)
