@@ -39,17 +39,46 @@ pub struct Summary {
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// A diffusers folder, or a model name / repo id in the Hugging Face cache, or `toy`.
-    #[arg(long, value_name = "M")]
-    pub model: String,
-    /// The dtype of the float weights written: f16, bf16 or f32.
-    #[arg(long, value_parser = parse_dtype)]
-    pub dtype: Dtype,
+    #[arg(long, value_name = "M", required_unless_present = "from_single_file")]
+    pub model: Option<String>,
+    /// A single-file SD 1.x / 2.x checkpoint (LDM layout) to write as a diffusers folder.
+    #[arg(long, value_name = "FILE", conflicts_with = "model")]
+    pub from_single_file: Option<PathBuf>,
+    /// With --from-single-file: the folder, cached model or preset (sd-1-5, sd-2-1-base,
+    /// sd-2-1) whose configs, scheduler and tokenizer to use (default: the file's family's).
+    #[arg(long)]
+    pub config: Option<String>,
+    /// With --from-single-file: the scheduler's prediction type.
+    #[arg(long, value_parser = ["epsilon", "v_prediction"])]
+    pub prediction_type: Option<String>,
+    /// With --from-single-file: write the trained UNet weights, not the EMA copy.
+    #[arg(long)]
+    pub no_ema: bool,
+    /// The dtype of the float weights written: f16, bf16 or f32 (with --from-single-file:
+    /// default the file's own).
+    #[arg(long, value_parser = parse_dtype, required_unless_present = "from_single_file")]
+    pub dtype: Option<Dtype>,
     /// The folder to write.
     #[arg(long, value_name = "DIR2")]
     pub out: PathBuf,
     /// No list of the files converted on stderr.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+impl Args {
+    /// Flags that only apply to `--from-single-file`.
+    pub fn check(&self) -> Result<()> {
+        let single = [
+            ("--config", self.config.is_some()),
+            ("--prediction-type", self.prediction_type.is_some()),
+            ("--no-ema", self.no_ema),
+        ];
+        if let (None, Some((flag, _))) = (&self.from_single_file, single.iter().find(|f| f.1)) {
+            bail!("{flag} only applies with --from-single-file");
+        }
+        Ok(())
+    }
 }
 
 /// The storage dtype of `--dtype` (not a compute dtype: safetensors' own, as written to disk).
@@ -205,14 +234,55 @@ fn cast_bytes(data: &[u8], from: Dtype, to: Dtype) -> Option<(Vec<u8>, usize)> {
 
 /// `cargo xtask convert …` (see the module docs).
 pub fn run(args: Args) -> Result<()> {
+    args.check()?;
     let Args {
         model,
+        from_single_file,
+        config,
+        prediction_type,
+        no_ema,
         dtype,
         out,
         quiet,
     } = args;
+    if let Some(file) = from_single_file {
+        let source = crate::convert_single::Source {
+            file,
+            config,
+            prediction_type,
+            ema: !no_ema,
+        };
+        let Some(dtype) = dtype else {
+            crate::convert_single::write_folder(&source, &out)?;
+            println!("{}", out.display());
+            return Ok(());
+        };
+        let staged = tempfile_dir(&out)?;
+        crate::convert_single::write_folder(&source, &staged.join("model"))?;
+        let result = convert(&staged.join("model"), dtype, &out);
+        let _ = std::fs::remove_dir_all(&staged);
+        return report(result?, dtype, &out, quiet);
+    }
+    let (Some(model), Some(dtype)) = (model, dtype) else {
+        bail!("--model and --dtype are needed without --from-single-file");
+    };
     let dir = model_source::resolve(&model)?;
     let summary = convert(&dir, dtype, &out)?;
+    report(summary, dtype, &out, quiet)
+}
+
+/// A fresh folder beside `out` for a staged conversion.
+fn tempfile_dir(out: &Path) -> Result<PathBuf> {
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let dir = parent.join(format!(".convert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {dir:?}"))?;
+    Ok(dir)
+}
+
+fn report(summary: Summary, dtype: Dtype, out: &Path, quiet: bool) -> Result<()> {
     if !quiet {
         for f in &summary.converted {
             eprintln!("converted {} to {dtype:?}", f.display());

@@ -1,8 +1,9 @@
 //! The library half of `cargo xtask`: the subcommand that integration tests drive directly
-//! (`convert` on the fixture models). `main.rs` dispatches to it; `fetch` (a shell over the
+//! (`convert` on the fixture models, and of single-file checkpoints). `main.rs` dispatches to it; `fetch` (a shell over the
 //! `model-source` crate), `bench`, `eval-toy` and `fixtures` live in the binary only.
 
 pub mod convert;
+pub mod convert_single;
 
 /// The CPU's model name and its vector features, from /proc/cpuinfo.
 pub fn cpu() -> String {

@@ -79,6 +79,7 @@ fn fixtures() -> anyhow::Result<()> {
         "gen_tiny_models.py",
         "gen_pipeline.py",
         "gen_taesd.py",
+        "gen_single_file.py",
     ] {
         let status = Command::new(&python)
             .arg(root.join("tests/reference").join(script))
@@ -197,10 +198,39 @@ mod tests {
         let Task::Convert(a) = cli.task else {
             panic!("not convert")
         };
-        assert_eq!(a.dtype, safetensors::Dtype::F16);
+        assert_eq!(a.dtype, Some(safetensors::Dtype::F16));
         let e = parse(&["--model", "toy", "--dtype", "int8", "--out", "x"]).unwrap_err();
         assert!(e.contains("f16, bf16 or f32"), "{e}");
         let e = parse(&["--model", "toy"]).unwrap_err();
         assert!(e.contains("--dtype") && e.contains("--out"), "{e}");
+        // A single file needs no --dtype; --config is for single files only.
+        let cli = parse(&["--from-single-file", "m.safetensors", "--out", "x"]).unwrap();
+        let Task::Convert(a) = cli.task else {
+            panic!("not convert")
+        };
+        assert_eq!(
+            (a.dtype, a.from_single_file),
+            (None, Some("m.safetensors".into()))
+        );
+        let cli = parse(&[
+            "--model", "toy", "--dtype", "f16", "--config", "sd-1-5", "--out", "x",
+        ]);
+        let Task::Convert(a) = cli.unwrap().task else {
+            panic!("not convert")
+        };
+        let e = a.check().unwrap_err().to_string();
+        assert!(
+            e.contains("--config only applies with --from-single-file"),
+            "{e}"
+        );
+        let e = parse(&[
+            "--model",
+            "toy",
+            "--from-single-file",
+            "m.safetensors",
+            "--out",
+            "x",
+        ]);
+        assert!(e.unwrap_err().contains("cannot be used with"));
     }
 }

@@ -48,8 +48,8 @@ impl Command {
 #[derive(Args, Clone)]
 pub struct Common {
     /// A diffusers-layout folder, a Hugging Face repo id or a name from weights.toml (downloaded
-    /// into the Hugging Face cache first if it is not there, unless HF_HUB_OFFLINE is set), or
-    /// `toy`.
+    /// into the Hugging Face cache first if it is not there, unless HF_HUB_OFFLINE is set), `toy`,
+    /// or a single-file SD 1.x / 2.x checkpoint (`*.safetensors` in the original LDM layout).
     #[arg(long, default_value = model_source::DEFAULT_MODEL)]
     pub model: String,
     #[arg(long, default_value = "cpu", help = sd_models::device::HELP)]
@@ -72,6 +72,18 @@ pub struct Common {
     /// Image size WxH (default: the model's native size; --image inputs are resized to it).
     #[arg(long, value_parser = parse_size)]
     pub size: Option<(usize, usize)>,
+    /// For a single-file checkpoint (--model FILE.safetensors): a diffusers folder, a cached model or
+    /// a preset (sd-1-5, sd-2-1-base, sd-2-1) whose scheduler, tokenizer and configs to use.
+    /// Default: the file's family's published configs, sd-1-5 or sd-2-1, read against its shapes.
+    #[arg(long)]
+    pub config: Option<String>,
+    /// For a single-file checkpoint: what its UNet predicts, over the config's scheduler.
+    #[arg(long, value_parser = ["epsilon", "v_prediction"])]
+    pub prediction_type: Option<String>,
+    /// For a single-file checkpoint with an EMA copy: read the trained weights instead of the EMA
+    /// ones (diffusers' default without extract_ema=True).
+    #[arg(long)]
+    pub no_ema: bool,
     /// Allow --size beyond 4× the model's native size on a side (slow, and memory-hungry).
     #[arg(long)]
     pub no_size_limit: bool,

@@ -2,7 +2,7 @@
 //! outputs (all or none).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -90,8 +90,14 @@ pub(crate) fn load(common: &Common) -> Result<Pipeline> {
         return Err(flagged(InversionError::NoSteps));
     }
     let fetch_bars = model_source::Bars::new(common.quiet);
-    let dir =
-        model_source::resolve_or_fetch(&common.model, common.variant.as_deref(), &fetch_bars)?;
+    let single = std::path::Path::new(&common.model).is_file();
+    let dir = match single {
+        true => PathBuf::from(&common.model),
+        false => {
+            crate::single_file::no_single_file_flags(common)?;
+            model_source::resolve_or_fetch(&common.model, common.variant.as_deref(), &fetch_bars)?
+        }
+    };
     let device = sd_models::device::select(&common.device)?;
     sd_models::cpu::Simd::from_env().map_err(anyhow::Error::msg)?;
     let start = Instant::now();
@@ -111,8 +117,11 @@ pub(crate) fn load(common: &Common) -> Result<Pipeline> {
         );
     }
     options.variant = common.variant.clone();
-    let pipeline = Pipeline::load(&dir, &options)
-        .with_context(|| format!("loading model {:?}", common.model))?;
+    let pipeline = match single {
+        true => crate::single_file::load(common, &options, &fetch_bars),
+        false => Pipeline::load(&dir, &options).map_err(anyhow::Error::from),
+    }
+    .with_context(|| format!("loading model {:?}", common.model))?;
     // Before any compute: the schedule decides which step counts exist.
     pipeline
         .schedule()

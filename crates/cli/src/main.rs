@@ -12,6 +12,7 @@ mod method;
 mod output;
 mod progress;
 mod serve;
+mod single_file;
 
 use clap::Parser;
 

@@ -32,6 +32,7 @@ pub use algorithms::invert::{extend_inversion, invert, start_latents};
 pub use algorithms::p2p::{P2p, P2pOptions};
 pub use algorithms::sample::sample;
 pub use algorithms::{apply_step, check_start};
+pub use ddim::PredictionType;
 pub use error::{InversionError, Result};
 pub use pipeline::{Conditioning, LoadOptions, Parts, Pipeline};
 pub use preview::PreviewDecoder;

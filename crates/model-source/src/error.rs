@@ -33,6 +33,11 @@ pub enum Error {
     )]
     UnknownSource { model: String, known: String },
     #[error(
+        "--config {name:?} is neither a folder, a cached model nor a preset ({known}): it names the \
+         configs of a single-file checkpoint"
+    )]
+    UnknownConfig { name: String, known: String },
+    #[error(
         "--model {path:?} is a file, not a model: expected a diffusers folder (with model_index.json), a Hugging Face repo id or a model name"
     )]
     NotAFolder { path: PathBuf },

@@ -32,7 +32,13 @@ pub fn toy_dir() -> Result<PathBuf> {
 /// differs from the bundled one, and returns the folder.
 pub fn unpack_toy(data: &Path) -> Result<PathBuf> {
     let dir = data.join("ddim-edit").join(format!("toy-{DIGEST}"));
-    let stale: Vec<(PathBuf, &[u8])> = FILES
+    unpack_files(&dir, FILES)?;
+    Ok(dir)
+}
+
+/// Writes each of `files` (path under `dir`, bytes) that is missing or differs, atomically.
+pub(crate) fn unpack_files(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
+    let stale: Vec<(PathBuf, &[u8])> = files
         .iter()
         .map(|(name, bytes)| (dir.join(name), *bytes))
         .filter(|(path, bytes)| !same_content(path, bytes))
@@ -46,8 +52,7 @@ pub fn unpack_toy(data: &Path) -> Result<PathBuf> {
         }
     }
     let files: Vec<(&Path, &[u8])> = stale.iter().map(|(p, b)| (p.as_path(), *b)).collect();
-    write_all_atomic(&files)?;
-    Ok(dir)
+    write_all_atomic(&files)
 }
 
 /// Whether `path` is a regular file holding exactly `bytes` (its size is checked before reading).

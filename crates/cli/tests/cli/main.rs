@@ -16,6 +16,7 @@ mod serve;
 mod serve_limits;
 mod serve_load;
 mod serve_page;
+mod single_file;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")

@@ -218,11 +218,12 @@ impl SingleFile {
             .map(|e| e.source.as_str())
             .collect();
         let stray = self.header.keys().find(|k| {
-            !used.contains(k.as_str())
-                && !NOT_WEIGHTS.contains(&k.as_str())
-                && !k.starts_with(EMA)
-                && !(ema && k.starts_with(UNET))
-                && !text::unused_open_clip(k)
+            let known = used.contains(k.as_str())
+                || NOT_WEIGHTS.contains(&k.as_str())
+                || k.starts_with(EMA)
+                || (ema && k.starts_with(UNET))
+                || text::unused_open_clip(k);
+            !known
         });
         if let Some(key) = stray {
             return Err(self.error(format!(
