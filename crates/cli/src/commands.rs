@@ -90,7 +90,7 @@ pub(crate) fn load(common: &Common) -> Result<Pipeline> {
         return Err(flagged(InversionError::NoSteps));
     }
     let fetch_bars = model_source::Bars::new(common.quiet);
-    let single = std::path::Path::new(&common.model).is_file();
+    let single = crate::single_file::is_checkpoint(Path::new(&common.model));
     let dir = match single {
         true => PathBuf::from(&common.model),
         false => {

@@ -12,6 +12,19 @@ use sd_models::single_file::{Family, Options, Prepared, SingleFile};
 
 use crate::args::Common;
 
+/// Whether `--model` names a checkpoint file: a `.safetensors` file, or a pickled checkpoint,
+/// which the loader refuses with its own message. Other files get `model_source`'s error.
+pub(crate) fn is_checkpoint(path: &Path) -> bool {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    path.is_file()
+        && matches!(
+            ext.as_deref(),
+            Some("safetensors" | "sft" | "ckpt" | "pt" | "pth" | "bin")
+        )
+}
+
 /// `--config`, `--prediction-type` and `--no-ema` with a model that is not a single file.
 pub(crate) fn no_single_file_flags(common: &Common) -> Result<()> {
     let given: Vec<&str> = [

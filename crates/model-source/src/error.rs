@@ -38,7 +38,7 @@ pub enum Error {
     )]
     UnknownConfig { name: String, known: String },
     #[error(
-        "--model {path:?} is a file, not a model: expected a diffusers folder (with model_index.json), a Hugging Face repo id or a model name"
+        "--model {path:?} is a file, not a model: expected a diffusers folder (with model_index.json), a single-file checkpoint (*.safetensors), a Hugging Face repo id or a model name"
     )]
     NotAFolder { path: PathBuf },
     #[error("cannot locate the Hugging Face cache (no HOME, HF_HOME or HF_HUB_CACHE)")]
