@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use sd_models::single_file::{Family, Options, Part, Prepared, SingleFile};
+use sd_models::single_file::{Options, Part, Prepared, SingleFile};
 use serde_json::{Value, json};
 
 /// What a single-file conversion reads.
@@ -29,10 +29,7 @@ pub fn write_folder(source: &Source, out: &Path) -> Result<()> {
         bail!("--out {out:?} exists: give a folder that does not exist yet");
     }
     let file = SingleFile::open(&source.file)?;
-    let preset = match file.family() {
-        Family::Sd1 => "sd-1-5",
-        Family::Sd2 => "sd-2-1",
-    };
+    let preset = file.family().default_config();
     let (config_dir, derive) =
         model_source::preset::single_file_config(source.config.as_deref(), preset)?;
     let prepared = Prepared::from_file(

@@ -58,10 +58,7 @@ pub(crate) fn load(
         );
     }
     let file = SingleFile::open(path)?;
-    let preset = match file.family() {
-        Family::Sd1 => "sd-1-5",
-        Family::Sd2 => "sd-2-1",
-    };
+    let preset = file.family().default_config();
     let (config_dir, derive) =
         model_source::preset::single_file_config(common.config.as_deref(), preset)?;
     if common.config.is_none() && file.family() == Family::Sd2 && common.prediction_type.is_none() {

@@ -58,6 +58,15 @@ impl Family {
             Family::Sd2 => "Stable Diffusion 2.x",
         }
     }
+
+    /// The catalog model whose published configs a file of this family gets by default, as in
+    /// diffusers' `from_single_file` (which takes SD 2.1, 768 px v-prediction, for SD 2.x).
+    pub fn default_config(self) -> &'static str {
+        match self {
+            Family::Sd1 => "sd-1-5",
+            Family::Sd2 => "sd-2-1",
+        }
+    }
 }
 
 /// The three models of a checkpoint.
