@@ -29,6 +29,7 @@ pub use algorithms::edit::{
     check_method, default_start_step, edit, edit_from, edit_latents,
 };
 pub use algorithms::invert::{extend_inversion, invert, start_latents};
+pub use algorithms::null_text::{NullEmbeddings, NullTextOptions, optimize_null_text};
 pub use algorithms::p2p::{P2p, P2pOptions};
 pub use algorithms::sample::sample;
 pub use algorithms::{apply_step, check_start};

@@ -128,6 +128,12 @@ impl Pipeline {
         self.parts.dtype
     }
 
+    /// Counts a UNet pass run outside [`guided_output_with`](Self::guided_output_with) (null-text's
+    /// forward + backward on the autodiff device).
+    pub(crate) fn count_unet_call(&self) {
+        self.unet_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// How many UNet forward passes this pipeline has run, whatever their batch size.
     pub fn unet_calls(&self) -> u64 {
         self.unet_calls.load(Ordering::Relaxed)

@@ -8,6 +8,8 @@ use burn::tensor::Tensor;
 pub enum Phase {
     Encode,
     Inversion,
+    /// Null-text optimisation: one step per Adam iteration (a UNet forward and backward pass).
+    NullText,
     Sampling,
     Decode,
 }
@@ -17,6 +19,7 @@ impl Phase {
         match self {
             Phase::Encode => "encode",
             Phase::Inversion => "inversion",
+            Phase::NullText => "null-text",
             Phase::Sampling => "sampling",
             Phase::Decode => "decode",
         }

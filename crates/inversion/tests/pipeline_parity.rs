@@ -9,6 +9,7 @@
 //! Also in this binary: `fuzz_corpus`, the fuzz corpus replayed without libFuzzer.
 
 mod fuzz_corpus;
+mod null_text;
 
 use burn::tensor::{Device, Tensor};
 use inversion::image::{image_to_tensor, tensor_to_image};

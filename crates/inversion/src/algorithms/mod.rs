@@ -12,6 +12,7 @@
 pub mod branches;
 pub mod edit;
 pub mod invert;
+pub mod null_text;
 pub mod p2p;
 pub mod sample;
 

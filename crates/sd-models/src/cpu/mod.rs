@@ -66,9 +66,11 @@ pub use upsample_conv::upsample_nearest_conv;
 
 use burn::tensor::{DType, Device, Tensor};
 
-/// Whether `x` lives on the CPU backend (`flex`), where the kernels apply.
+/// Whether `x` lives on the CPU backend (`flex`) without autodiff, where the kernels apply. Device
+/// equality does not tell the autodiff device from the plain one, and the kernels record no
+/// gradient, so autodiff tensors (null-text inversion) take Burn's own ops.
 pub(crate) fn on_flex<const D: usize>(x: &Tensor<D>) -> bool {
-    x.device() == Device::flex()
+    x.device() == Device::flex() && !x.is_autodiff()
 }
 
 /// Whether `x` is an f32 tensor on the CPU backend: the element-wise kernels' domain.
