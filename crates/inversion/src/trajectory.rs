@@ -3,9 +3,10 @@
 //! File layout: `latents` f32 `[N, C, h, w]` in ascending timestep order (entry j is the latent
 //! after inverse step j+1, at inverse timestep s_{j+1}), `timesteps` i64 `[N]`, and string metadata
 //! (`model`, `prompt`, `steps`, `guidance`), and `x0` f32 `[1, C, h, w]`, the photo's latent the
-//! path starts from (what direct inversion's last step lands on; absent in older files). Files are
-//! written with sorted metadata keys, so the
-//! same run gives the same bytes.
+//! path starts from (what direct inversion's last step lands on; absent in older files), and, after
+//! a null-text edit, `null_text` f32 `[n, tokens, dim]` (the null embeddings of sampler steps
+//! `null_text_start_step ..` optimised for guidance `null_text_guidance`, both metadata). Files
+//! are written with sorted metadata keys, so the same run gives the same bytes.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,6 +14,7 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 
+use crate::algorithms::null_text::NullEmbeddings;
 use crate::error::{InversionError, Result};
 
 /// Latents along the inverse DDIM path.
@@ -27,6 +29,8 @@ pub struct Trajectory {
     pub metadata: BTreeMap<String, String>,
     /// The latent x₀ the inversion started from, `[1, C, h, w]`.
     pub origin: Option<Tensor<4>>,
+    /// Null-text inversion's embeddings, when an edit optimised them along this path.
+    pub nulls: Option<NullEmbeddings>,
 }
 
 impl Trajectory {
@@ -63,7 +67,14 @@ impl Trajectory {
         if let Some(x0) = &self.origin {
             tensors.push(("x0", Dtype::F32, x0.dims().to_vec(), f32_bytes(x0, "x0")?));
         }
-        safetensors_bytes(&tensors, &self.metadata)
+        let mut metadata = self.metadata.clone();
+        if let Some(n) = &self.nulls {
+            let bytes = f32_bytes(&n.states, "the null embeddings")?;
+            tensors.push(("null_text", Dtype::F32, n.states.dims().to_vec(), bytes));
+            metadata.insert("null_text_start_step".into(), n.start_step.to_string());
+            metadata.insert("null_text_guidance".into(), n.guidance.to_string());
+        }
+        safetensors_bytes(&tensors, &metadata)
     }
 
     /// Reads a trajectory file; `steps` comes from its metadata (or its length).
@@ -135,14 +146,64 @@ impl Trajectory {
             Err(_) => None,
             Ok(x0) => Some(origin(&x0, lat.shape(), device).map_err(bad)?),
         };
+        let nulls = match st.tensor("null_text") {
+            Err(_) => None,
+            Ok(t) => Some(nulls(&t, &metadata, steps, device).map_err(bad)?),
+        };
         Ok(Self {
             latents: Tensor::from_data(TensorData::new(values, lat.shape().to_vec()), device),
             timesteps,
             steps,
             metadata,
             origin,
+            nulls,
         })
     }
+}
+
+/// The `null_text` tensor of a file of `steps` steps, with its metadata.
+fn nulls(
+    t: &safetensors::tensor::TensorView<'_>,
+    metadata: &BTreeMap<String, String>,
+    steps: usize,
+    device: &Device,
+) -> std::result::Result<NullEmbeddings, String> {
+    let field = |key: &str| {
+        metadata
+            .get(key)
+            .ok_or_else(|| format!("has `null_text` but no metadata {key}"))
+    };
+    let start_step: usize = field("null_text_start_step")?
+        .parse()
+        .map_err(|_| "metadata null_text_start_step is not a number".to_string())?;
+    let guidance: f64 = field("null_text_guidance")?
+        .parse()
+        .ok()
+        .filter(|g: &f64| g.is_finite())
+        .ok_or_else(|| "metadata null_text_guidance is not a finite number".to_string())?;
+    let shape = t.shape();
+    let fits = t.dtype() == Dtype::F32
+        && shape.len() == 3
+        && shape.iter().all(|&d| d > 0)
+        && start_step.checked_add(shape[0]) == Some(steps);
+    if !fits {
+        return Err(format!(
+            "`null_text` must be f32 [steps − null_text_start_step = {}, tokens, dim], found {:?} {shape:?}",
+            steps.saturating_sub(start_step),
+            t.dtype()
+        ));
+    }
+    let states = Tensor::from_data(
+        TensorData::new(f32_values(t.data()), shape.to_vec()),
+        device,
+    );
+    Ok(NullEmbeddings {
+        states,
+        start_step,
+        guidance,
+        losses: Vec::new(),
+        iterations: Vec::new(),
+    })
 }
 
 /// The `x0` tensor of a file whose latents have `shape` `[N, C, h, w]`.
@@ -284,6 +345,7 @@ mod tests {
             .map(|i| (format!("key{i}"), format!("value {i}")))
             .collect();
         let t = Trajectory {
+            nulls: None,
             latents,
             timesteps: vec![1, 21],
             steps: 50,

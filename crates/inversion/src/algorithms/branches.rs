@@ -6,6 +6,9 @@
 //! - `ddim`: plain DDIM, the empty (negative) prompt as the unconditional branch;
 //! - `negative-prompt` (Miyake et al., arXiv 2305.16807): the source prompt's states take the place
 //!   of the unconditional ones, in both branches — no optimisation, no extra UNet calls;
+//! - `null-text` (Mokady et al., arXiv 2211.09794): per-step unconditional states optimised so
+//!   that guided sampling with the source prompt retraces the inversion ([`super::null_text`]),
+//!   in both branches — an Adam loop of UNet forward + backward passes per step;
 //! - `direct` (Ju et al., arXiv 2310.01506, "PnP Inversion"): after every step the source branch is
 //!   set to the inversion's own latent at the next timestep, so it retraces the photo exactly and
 //!   the edit branch reads the attention of the exact path; no extra UNet calls.
@@ -27,16 +30,18 @@ pub enum Inversion {
     #[default]
     Ddim,
     NegativePrompt,
+    NullText,
     Direct,
 }
 
 impl Inversion {
-    pub const NAMES: [&str; 3] = ["ddim", "negative-prompt", "direct"];
+    pub const NAMES: [&str; 4] = ["ddim", "negative-prompt", "null-text", "direct"];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Ddim => "ddim",
             Self::NegativePrompt => "negative-prompt",
+            Self::NullText => "null-text",
             Self::Direct => "direct",
         }
     }
@@ -55,6 +60,7 @@ impl FromStr for Inversion {
         match s {
             "ddim" => Ok(Self::Ddim),
             "negative-prompt" => Ok(Self::NegativePrompt),
+            "null-text" => Ok(Self::NullText),
             "direct" => Ok(Self::Direct),
             _ => Err(format!(
                 "unknown inversion {s:?}; expected one of {}",
@@ -88,7 +94,7 @@ pub fn branch_conditioning(
         };
         Tensor::cat(vec![u.clone(), u, c_src, c_edit], 0)
     };
-    Ok(Conditioning { context, guidance })
+    Ok(Conditioning::new(context, guidance))
 }
 
 /// The exact source latents direct inversion resets the source branch to.
@@ -124,7 +130,7 @@ pub fn sample_branches(
         let hook = control
             .as_deref_mut()
             .map(|ctl| ctl as &mut dyn sd_models::unet::AttentionControl);
-        let out = p.guided_output_with(&x, t, cond, hook)?;
+        let out = p.guided_output_with(&x, t, &*cond.at_step(start_step + i)?, hook)?;
         x = apply_step(&p.schedule().step(t, steps, 0.0)?, x, out);
         if let Some(path) = &source_path {
             // Global step k lands at τ_{k+1}: inverse entry steps−2−k, or x₀ after the last.

@@ -6,6 +6,7 @@ use burn::tensor::Tensor;
 use super::branches::{Inversion, SourcePath, branch_conditioning, sample_branches};
 use super::check_start;
 use super::invert::{invert, start_latents};
+use super::null_text::{NullEmbeddings, NullTextOptions, optimize_null_text};
 use super::p2p::{P2p, P2pOptions};
 use super::sample::sample;
 use crate::error::{InversionError, Result};
@@ -129,7 +130,10 @@ pub fn edit_latents(
     check_method(p, source, target, o)?;
     let x0 = p.encode(image, progress)?;
     let inv_cond = p.conditioning(source, &o.negative_prompt, o.inversion_guidance)?;
-    let trajectory = invert(p, x0, &inv_cond, o.steps, o.steps - o.start_step, progress)?;
+    let mut trajectory = invert(p, x0, &inv_cond, o.steps, o.steps - o.start_step, progress)?;
+    if o.inversion == Inversion::NullText {
+        trajectory.nulls = Some(null_embeddings(p, &trajectory, source, o, progress)?);
+    }
     let latents = edit_from(p, &trajectory, source, target, o, progress)?;
     Ok((trajectory, latents))
 }
@@ -146,15 +150,20 @@ pub fn edit_from(
 ) -> Result<Tensor<4>> {
     let mut control = check_method(p, source, target, o)?;
     let start = start_latents(p, trajectory, o.steps, o.start_step)?;
+    let nulls = match o.inversion {
+        Inversion::NullText => Some(null_embeddings(p, trajectory, source, o, progress)?),
+        _ => None,
+    };
     let Some(control) = control.as_mut() else {
         let negative = match o.inversion {
             Inversion::NegativePrompt => source,
             _ => &o.negative_prompt,
         };
-        let cond = p.conditioning(target, negative, o.guidance)?;
+        let mut cond = p.conditioning(target, negative, o.guidance)?;
+        cond.nulls = nulls;
         return sample(p, start, &cond, o.steps, o.start_step, progress);
     };
-    let cond = branch_conditioning(
+    let mut cond = branch_conditioning(
         p,
         source,
         target,
@@ -162,6 +171,7 @@ pub fn edit_from(
         o.inversion,
         o.guidance,
     )?;
+    cond.nulls = nulls;
     let path = match (o.inversion, &trajectory.origin) {
         (Inversion::Direct, None) => {
             return Err(InversionError::EditOption {
@@ -189,6 +199,33 @@ pub fn edit_from(
     Ok(both.slice([1..2, 0..c, 0..h, 0..w]))
 }
 
+/// The trajectory's null embeddings when they were optimised for this start step and guidance,
+/// else new ones along it (from the negative prompt's states).
+fn null_embeddings(
+    p: &Pipeline,
+    trajectory: &Trajectory,
+    source: &str,
+    o: &EditOptions,
+    progress: &dyn Progress,
+) -> Result<NullEmbeddings> {
+    if let Some(n) = &trajectory.nulls
+        && n.start_step == o.start_step
+        && n.guidance == o.guidance
+    {
+        return Ok(n.clone());
+    }
+    optimize_null_text(
+        p,
+        trajectory,
+        source,
+        &o.negative_prompt,
+        o.guidance,
+        o.start_step,
+        NullTextOptions::default(),
+        progress,
+    )
+}
+
 /// Checks that the inversion and attention options fit together and the prompts, before any
 /// compute; returns the attention control to sample with.
 pub fn check_method(
@@ -197,6 +234,25 @@ pub fn check_method(
     target: &str,
     o: &EditOptions,
 ) -> Result<Option<P2p>> {
+    if o.inversion == Inversion::NullText {
+        let message = if o.guidance == 1.0 {
+            Some(
+                "null-text optimises the unconditional branch of guided sampling: use a --guidance other than 1",
+            )
+        } else if o.inversion_guidance != 1.0 {
+            Some(
+                "null-text retraces an unguided inversion (its pivot): leave --inversion-guidance at 1",
+            )
+        } else {
+            None
+        };
+        if let Some(message) = message {
+            return Err(InversionError::EditOption {
+                flag: "--inversion",
+                message: message.into(),
+            });
+        }
+    }
     match &o.attention {
         None if o.inversion == Inversion::Direct => Err(InversionError::EditOption {
             flag: "--inversion",

@@ -28,6 +28,7 @@ pub fn invert(
         steps,
         metadata: Default::default(),
         origin: Some(x0),
+        nulls: None,
     })
 }
 

@@ -130,10 +130,7 @@ pub fn optimize_null_text(
     };
     let timesteps = p.schedule().timesteps(steps)?;
     let c_src = p.text_states(source)?;
-    let cond_only = Conditioning {
-        context: c_src.clone(),
-        guidance: 1.0,
-    };
+    let cond_only = Conditioning::new(c_src.clone(), 1.0);
     let autodiff = p.device().clone().autodiff();
     let unet = p.unet().clone().to_device(&autodiff).no_grad();
     let mut x = super::invert::start_latents(p, trajectory, steps, start_step)?;
@@ -192,10 +189,7 @@ pub fn optimize_null_text(
         rows.push(u.clone());
         losses.push(loss);
         iterations.push(done);
-        let cond = Conditioning {
-            context: Tensor::cat(vec![u.clone(), c_src.clone()], 0),
-            guidance,
-        };
+        let cond = Conditioning::new(Tensor::cat(vec![u.clone(), c_src.clone()], 0), guidance);
         x = apply_step(&coefficients, x.clone(), p.guided_output(&x, t, &cond)?);
     }
     progress.finish(Phase::NullText);

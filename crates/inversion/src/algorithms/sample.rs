@@ -21,8 +21,8 @@ pub fn sample(
     let timesteps = p.schedule().timesteps(steps)?;
     progress.start(Phase::Sampling, steps - start_step);
     let mut x = latents;
-    for &t in &timesteps[start_step..] {
-        let out = p.guided_output(&x, t, cond)?;
+    for (i, &t) in timesteps.iter().enumerate().skip(start_step) {
+        let out = p.guided_output(&x, t, &*cond.at_step(i)?)?;
         x = apply_step(&p.schedule().step(t, steps, 0.0)?, x, out);
         stepped(progress, Phase::Sampling, &x)?;
     }
