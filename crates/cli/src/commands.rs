@@ -286,12 +286,12 @@ fn sample_method(
             )
         }
     };
-    if inversion == Inversion::NegativePrompt
+    if matches!(inversion, Inversion::NegativePrompt | Inversion::NullText)
         && let Some(g) = t.metadata.get("guidance")
         && g != "1"
     {
         bail!(
-            "--inversion negative-prompt reverses an unguided inversion, but --latents was inverted at guidance {g}: invert with --guidance 1"
+            "--inversion {inversion} reverses an unguided inversion, but --latents was inverted at guidance {g}: invert with --guidance 1"
         );
     }
     let options = EditOptions {

@@ -17,8 +17,10 @@ pub enum Attention {
 #[derive(Args, Debug, Clone)]
 pub struct MethodArgs {
     /// How the photo is inverted and the source kept on its path: `ddim` (plain),
-    /// `negative-prompt` (the source prompt's states as the unconditional branch), `direct`
-    /// (the source branch reset to the inversion's latents every step; with --attention p2p).
+    /// `negative-prompt` (the source prompt's states as the unconditional branch), `null-text`
+    /// (per-step unconditional states optimised by 10 Adam iterations of UNet forward + backward
+    /// passes, so that guided sampling retraces the photo), `direct` (the source branch reset to
+    /// the inversion's latents every step; with --attention p2p).
     #[arg(long, default_value = "ddim", value_parser = parse_inversion)]
     pub inversion: Inversion,
     /// Attention control: `none` (plain prompt swap) or `p2p` (Prompt-to-Prompt: word swap for

@@ -26,6 +26,10 @@ pub struct Bars {
     bar: RefCell<Option<ProgressBar>>,
     started: RefCell<Option<Instant>>,
     pub timings: RefCell<Vec<(Phase, Duration)>>,
+    /// Steps of the current phase so far (null-text's are UNet forward + backward passes).
+    steps: RefCell<usize>,
+    /// Null-text's passes, for the summary.
+    passes: RefCell<Option<usize>>,
 }
 
 impl Bars {
@@ -35,6 +39,8 @@ impl Bars {
             bar: RefCell::new(None),
             started: RefCell::new(None),
             timings: RefCell::new(Vec::new()),
+            steps: RefCell::new(0),
+            passes: RefCell::new(None),
         }
     }
 
@@ -43,7 +49,14 @@ impl Bars {
         self.timings
             .borrow()
             .iter()
-            .map(|(p, d)| format!("{} {:.2} s", p.name(), d.as_secs_f64()))
+            .map(|(p, d)| match (p, *self.passes.borrow()) {
+                (Phase::NullText, Some(n)) => format!(
+                    "{} {:.2} s, {n} UNet forward + backward passes",
+                    p.name(),
+                    d.as_secs_f64()
+                ),
+                _ => format!("{} {:.2} s", p.name(), d.as_secs_f64()),
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -52,6 +65,7 @@ impl Bars {
 impl Progress for Bars {
     fn start(&self, phase: Phase, total: usize) {
         *self.started.borrow_mut() = Some(Instant::now());
+        *self.steps.borrow_mut() = 0;
         if self.quiet {
             return;
         }
@@ -59,12 +73,16 @@ impl Progress for Bars {
     }
 
     fn step(&self, _phase: Phase) {
+        *self.steps.borrow_mut() += 1;
         if let Some(bar) = self.bar.borrow().as_ref() {
             bar.inc(1);
         }
     }
 
     fn finish(&self, phase: Phase) {
+        if phase == Phase::NullText {
+            *self.passes.borrow_mut() = Some(*self.steps.borrow());
+        }
         if let Some(start) = self.started.borrow_mut().take() {
             self.timings.borrow_mut().push((phase, start.elapsed()));
         }

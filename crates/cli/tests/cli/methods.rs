@@ -51,6 +51,113 @@ fn editing_options_that_do_not_fit_are_clear_errors() {
         &["--inversion", "exact"],
         "unknown inversion \"exact\"",
     );
+    assert_edit_fails(
+        &m,
+        &img,
+        &["--inversion", "null-text", "--guidance", "1"],
+        "null-text optimises the unconditional branch of guided sampling: use a --guidance other than 1",
+    );
+    assert_edit_fails(
+        &m,
+        &img,
+        &["--inversion", "null-text", "--inversion-guidance", "2"],
+        "null-text retraces an unguided inversion (its pivot)",
+    );
+}
+
+/// `edit --inversion null-text --save-trajectory` keeps the null embeddings in the file: `sample
+/// --latents` from the same start step reuses them (no null-text phase) and gives the same PNG,
+/// with Prompt-to-Prompt too; from another start step, or `invert`'s file, it optimises anew.
+#[test]
+fn null_text_embeddings_travel_in_the_trajectory_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let (m, traj) = (model(), path("t.safetensors"));
+    for method in [
+        &["--inversion", "null-text"][..],
+        &["--inversion", "null-text", "--attention", "p2p"],
+    ] {
+        let edit = [
+            &[
+                "--edit-prompt",
+                "a blue square",
+                "--start-step",
+                "1",
+                "--save-trajectory",
+                &traj,
+            ][..],
+            method,
+        ]
+        .concat();
+        let o = run_tiny("edit", 5, &path("edit.png"), &edit);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("UNet forward + backward passes"),
+            "{}",
+            stderr(&o)
+        );
+        let sample = |start: &str, latents: &str, out: &str| {
+            let args = [
+                &[
+                    "sample",
+                    "--model",
+                    &m,
+                    "--prompt",
+                    "a blue square",
+                    "--latents",
+                    latents,
+                ][..],
+                &["--start-step", start, "--steps", "5", "--out", out],
+                method,
+            ]
+            .concat();
+            run(&args)
+        };
+        let o = sample("1", &traj, &path("sample.png"));
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            !stderr(&o).contains("null-text"),
+            "reused, not optimised: {}",
+            stderr(&o)
+        );
+        assert_eq!(
+            std::fs::read(path("edit.png")).unwrap(),
+            std::fs::read(path("sample.png")).unwrap(),
+            "{method:?}: sample --latents differs from edit"
+        );
+        let o = sample("2", &traj, &path("later.png"));
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("null-text"),
+            "optimised for step 2: {}",
+            stderr(&o)
+        );
+    }
+    let o = run_tiny("invert", 5, &path("inv.safetensors"), &["-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let args = [
+        "sample",
+        "--model",
+        &m,
+        "--prompt",
+        "a blue square",
+        "--latents",
+        &path("inv.safetensors"),
+        "--start-step",
+        "1",
+        "--steps",
+        "5",
+        "--out",
+        &path("inv.png"),
+        "--inversion",
+        "null-text",
+    ];
+    let o = run(&args);
+    assert!(
+        o.status.success() && stderr(&o).contains("null-text"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// `invert` once, then `sample --latents` with Prompt-to-Prompt and direct inversion: the same

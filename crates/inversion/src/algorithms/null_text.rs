@@ -136,6 +136,7 @@ pub fn optimize_null_text(
     let mut x = super::invert::start_latents(p, trajectory, steps, start_step)?;
     let mut u = p.text_states(negative)?;
     let (mut rows, mut losses, mut iterations) = (Vec::new(), Vec::new(), Vec::new());
+    // At most this many passes; each is reported as a step (an early stop leaves the rest).
     progress.start(Phase::NullText, (steps - start_step) * options.inner_steps);
     for i in start_step..steps {
         let t = timesteps[i];
@@ -179,9 +180,6 @@ pub fn optimize_null_text(
             if loss < options.epsilon + i as f64 * 2e-5 {
                 break;
             }
-        }
-        for _ in done..options.inner_steps {
-            progress.step(Phase::NullText);
         }
         if progress.cancelled() {
             return Err(InversionError::Cancelled);
