@@ -78,7 +78,10 @@ fn fixtures() -> anyhow::Result<()> {
         "gen_manifests.py",
         "gen_tiny_models.py",
         "gen_pipeline.py",
+        "gen_toy_refs.py",
+        "gen_editing.py",
         "gen_taesd.py",
+        "gen_null_text.py",
         "gen_single_file.py",
     ] {
         let status = Command::new(&python)

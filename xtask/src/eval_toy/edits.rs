@@ -61,6 +61,11 @@ struct Score {
     success: f64,
     iou: f64,
     psnr_outside: f64,
+    /// Over the whole image (with edit "none": the method's reconstruction).
+    psnr: f64,
+    /// UNet passes of the edit (null-text's forward + backward count once each).
+    unet_calls: f64,
+    seconds: f64,
 }
 
 /// The mean of the finite values.
@@ -178,6 +183,7 @@ impl<'a> Edits<'a> {
             let pal = self.palette(&s.background)?;
             for &method in &o.methods {
                 let seed = o.seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
+                let (calls, started) = (self.pipeline.unet_calls(), std::time::Instant::now());
                 let out = edit(
                     self.pipeline,
                     method,
@@ -187,7 +193,11 @@ impl<'a> Edits<'a> {
                     &self.options,
                     seed,
                 )?;
-                let score = self.score_one(kind, to, &pal, &img, &mask, &out);
+                let score = Score {
+                    unet_calls: (self.pipeline.unet_calls() - calls) as f64,
+                    seconds: started.elapsed().as_secs_f64(),
+                    ..self.score_one(kind, to, &pal, &img, &mask, &out)
+                };
                 scores
                     .entry(method.name())
                     .or_insert_with(Vec::new)
@@ -228,6 +238,9 @@ impl<'a> Edits<'a> {
             success: f64::from(u8::from(success)),
             iou: iou(mask, &fg),
             psnr_outside: psnr(img, out, Some(&outside)),
+            psnr: psnr(img, out, None),
+            unet_calls: 0.0,
+            seconds: 0.0,
         }
     }
 
@@ -249,6 +262,8 @@ impl<'a> Edits<'a> {
             "mask_iou_small": (!small_iou.is_empty()).then(|| mean(&small_iou)), "small_scenes": small_iou.len(),
             "exact_edit_mask_iou": mean(exact),
             "psnr_outside_db": pick(|s| s.psnr_outside),
+            "psnr_db": pick(|s| s.psnr),
+            "unet_calls": pick(|s| s.unet_calls), "seconds": pick(|s| s.seconds),
             "per_scene": v.iter().map(|s| json!([s.success, s.iou, s.psnr_outside])).collect::<Vec<_>>(),
         })
     }

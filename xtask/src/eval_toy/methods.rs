@@ -31,6 +31,12 @@ pub enum Method {
     /// Direct inversion with Prompt-to-Prompt.
     #[value(name = "direct+p2p")]
     DirectP2p,
+    /// Null-text inversion, plain prompt swap.
+    #[value(name = "null-text")]
+    NullText,
+    /// Null-text inversion with Prompt-to-Prompt (the paper's combination).
+    #[value(name = "null-text+p2p")]
+    NullTextP2p,
 }
 
 impl Method {
@@ -44,6 +50,8 @@ impl Method {
             Method::NegativePrompt => "negative-prompt",
             Method::NegativePromptP2p => "negative-prompt+p2p",
             Method::DirectP2p => "direct+p2p",
+            Method::NullText => "null-text",
+            Method::NullTextP2p => "null-text+p2p",
         }
     }
 
@@ -67,6 +75,8 @@ impl Method {
             Method::NegativePrompt => (Inversion::NegativePrompt, None),
             Method::NegativePromptP2p => (Inversion::NegativePrompt, p2p()),
             Method::DirectP2p => (Inversion::Direct, p2p()),
+            Method::NullText => (Inversion::NullText, None),
+            Method::NullTextP2p => (Inversion::NullText, p2p()),
             Method::Img2Img | Method::Tutorial => (Inversion::Ddim, None),
         };
         EditOptions {
@@ -95,7 +105,9 @@ pub fn edit(
         | Method::P2p
         | Method::NegativePrompt
         | Method::NegativePromptP2p
-        | Method::DirectP2p => {
+        | Method::DirectP2p
+        | Method::NullText
+        | Method::NullTextP2p => {
             let options = method.edit_options(source, target, o);
             let out = inversion::edit(p, x, source, target, &options, &NoProgress)?;
             return Ok(tensor_to_image(out.image)?);

@@ -59,12 +59,12 @@ fn edits(report: &Value) -> String {
     );
     let _ = writeln!(
         t,
-        "| edit | method | success | mask IoU | IoU, r ≤ {SMALL_RADIUS} px | PSNR outside (dB) |\n|---|---|---:|---:|---:|---:|"
+        "| edit | method | success | mask IoU | IoU, r ≤ {SMALL_RADIUS} px | PSNR outside (dB) | PSNR (dB) | UNet passes | s / edit |\n|---|---|---:|---:|---:|---:|---:|---:|---:|"
     );
     for r in rows(&report["edits"]) {
         let _ = writeln!(
             t,
-            "| {} | {} | {:.0} % | {:.3} | {} | {:.2} |",
+            "| {} | {} | {:.0} % | {:.3} | {} | {:.2} | {:.2} | {:.0} | {:.2} |",
             r["edit"].as_str().unwrap_or("?"),
             r["method"].as_str().unwrap_or("?"),
             100.0 * num(&r["success"]),
@@ -72,7 +72,10 @@ fn edits(report: &Value) -> String {
             r["mask_iou_small"]
                 .as_f64()
                 .map_or("–".to_string(), |v| format!("{v:.3}")),
-            num(&r["psnr_outside_db"])
+            num(&r["psnr_outside_db"]),
+            num(&r["psnr_db"]),
+            num(&r["unet_calls"]),
+            num(&r["seconds"])
         );
     }
     t.push('\n');
