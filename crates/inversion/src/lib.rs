@@ -13,6 +13,7 @@
 
 pub mod algorithms;
 mod checks;
+mod conditioning;
 pub mod error;
 pub mod image;
 pub mod noise;

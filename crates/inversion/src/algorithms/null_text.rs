@@ -18,6 +18,7 @@
 
 use burn::module::Module;
 use burn::tensor::{DType, Tensor};
+use sd_models::unet::UNet2DConditionModel;
 
 use super::apply_step;
 use crate::error::{InversionError, Result};
@@ -106,6 +107,58 @@ impl Adam {
     }
 }
 
+fn no_origin() -> InversionError {
+    InversionError::EditOption {
+        flag: "--inversion",
+        message: "null-text needs the photo's latent x0, which this trajectory file does not hold: invert the photo again".into(),
+    }
+}
+
+/// One sampler step's fixed inputs of the loss, on the autodiff device.
+struct Step<'a> {
+    x: &'a Tensor<4>,
+    t: i64,
+    coefficients: &'a ddim::StepCoefficients,
+    /// The conditional output, held fixed.
+    eps_c: &'a Tensor<4>,
+    /// The inversion latent the guided step must land on.
+    target: &'a Tensor<4>,
+    guidance: f64,
+}
+
+impl Step<'_> {
+    /// mean((DDIM step(x, ε_u + g(ε_c − ε_u)) − target)²) at null embedding `u`, and its gradient
+    /// with respect to `u`: one UNet forward and backward pass.
+    fn loss_and_gradient(
+        &self,
+        p: &Pipeline,
+        unet: &UNet2DConditionModel,
+        u: &Tensor<3>,
+    ) -> Result<(f64, Tensor<3>)> {
+        let leaf = u.clone().autodiff().require_grad();
+        let eps_u = unet
+            .forward(
+                self.x.clone().cast(p.dtype()),
+                &[self.t as f64],
+                leaf.clone().cast(p.dtype()),
+            )?
+            .cast(DType::F32);
+        let eps = eps_u.clone() + (self.eps_c.clone() - eps_u) * self.guidance;
+        let diff = apply_step(self.coefficients, self.x.clone(), eps) - self.target.clone();
+        let mse = (diff.clone() * diff).mean();
+        let grads = mse.backward();
+        let loss = mse.inner().into_scalar::<f32>() as f64;
+        let grad = leaf
+            .grad(&grads)
+            .ok_or_else(|| InversionError::EditOption {
+                flag: "--inversion",
+                message: "null-text: the backend returned no gradient for the null embedding"
+                    .into(),
+            })?;
+        Ok((loss, grad))
+    }
+}
+
 /// Optimises the null embeddings for sampling from `start_step` with `source` at `guidance`,
 /// along `trajectory` (an unguided inversion with `source`, holding x₀), starting from the
 /// states of `negative`.
@@ -122,12 +175,7 @@ pub fn optimize_null_text(
 ) -> Result<NullEmbeddings> {
     let steps = trajectory.steps;
     super::check_start(steps, start_step)?;
-    let Some(origin) = &trajectory.origin else {
-        return Err(InversionError::EditOption {
-            flag: "--inversion",
-            message: "null-text needs the photo's latent x0, which this trajectory file does not hold: invert the photo again".into(),
-        });
-    };
+    let origin = trajectory.origin.as_ref().ok_or_else(no_origin)?;
     let timesteps = p.schedule().timesteps(steps)?;
     let c_src = p.text_states(source)?;
     let cond_only = Conditioning::new(c_src.clone(), 1.0);
@@ -138,38 +186,28 @@ pub fn optimize_null_text(
     let (mut rows, mut losses, mut iterations) = (Vec::new(), Vec::new(), Vec::new());
     // At most this many passes; each is reported as a step (an early stop leaves the rest).
     progress.start(Phase::NullText, (steps - start_step) * options.inner_steps);
-    for i in start_step..steps {
-        let t = timesteps[i];
+    for (i, &t) in timesteps.iter().enumerate().skip(start_step) {
         let coefficients = p.schedule().step(t, steps, 0.0)?;
-        let target = match (steps - 1).checked_sub(i + 1) {
-            Some(_) => trajectory.entry(steps - 2 - i),
-            None => origin.clone(),
+        // The inversion latent at τ_{i+1}, or x₀ after the last step.
+        let target = match i + 1 < steps {
+            true => trajectory.entry(steps - 2 - i),
+            false => origin.clone(),
         };
         let eps_c = p.guided_output(&x, t, &cond_only)?;
         let (x_ad, target, eps_c) = (x.clone().autodiff(), target.autodiff(), eps_c.autodiff());
         let mut adam = Adam::new(1e-2 * (1.0 - i as f64 / 100.0), &u);
         let (mut loss, mut done) = (f64::NAN, 0);
         while done < options.inner_steps {
-            let leaf = u.clone().autodiff().require_grad();
-            let eps_u = unet
-                .forward(
-                    x_ad.clone().cast(p.dtype()),
-                    &[t as f64],
-                    leaf.clone().cast(p.dtype()),
-                )?
-                .cast(DType::F32);
-            let eps = eps_u.clone() + (eps_c.clone() - eps_u) * guidance;
-            let diff = apply_step(&coefficients, x_ad.clone(), eps) - target.clone();
-            let mse = (diff.clone() * diff).mean();
-            let grads = mse.backward();
-            loss = mse.inner().into_scalar::<f32>() as f64;
-            let grad = leaf
-                .grad(&grads)
-                .ok_or_else(|| InversionError::EditOption {
-                    flag: "--inversion",
-                    message: "null-text: the backend returned no gradient for the null embedding"
-                        .into(),
-                })?;
+            let step = Step {
+                x: &x_ad,
+                t,
+                coefficients: &coefficients,
+                eps_c: &eps_c,
+                target: &target,
+                guidance,
+            };
+            let (value, grad) = step.loss_and_gradient(p, &unet, &u)?;
+            loss = value;
             p.count_unet_call();
             u = adam.step(u, grad);
             done += 1;

@@ -37,162 +37,178 @@ pub fn derive(part: Part, family: Family, shapes: &Shapes, config: &mut Value) {
     let Some(obj) = config.as_object_mut() else {
         return;
     };
-    let set = |obj: &mut serde_json::Map<String, Value>, field: &str, value: Option<Value>| {
-        if let Some(v) = value {
-            obj.insert(field.to_string(), v);
-        }
-    };
     match part {
-        Part::Unet => {
-            let levels = count(shapes, "down_blocks.");
-            let channels: Option<Vec<usize>> = (0..levels)
-                .map(|b| {
-                    dim(
-                        shapes,
-                        &format!("down_blocks.{b}.resnets.0.conv2.weight"),
-                        0,
-                    )
-                })
-                .collect();
-            let attention = |blocks: &str, b: usize| {
-                shapes.contains_key(&format!("{blocks}.{b}.attentions.0.proj_in.weight"))
-            };
-            let kinds = |blocks: &str, cross: &str, plain: &str| {
-                let k: Vec<&str> = (0..levels)
-                    .map(|b| if attention(blocks, b) { cross } else { plain })
-                    .collect();
-                json!(k)
-            };
-            set(
-                obj,
-                "in_channels",
-                dim(shapes, "conv_in.weight", 1).map(Value::from),
-            );
-            set(
-                obj,
-                "out_channels",
-                dim(shapes, "conv_out.weight", 0).map(Value::from),
-            );
-            set(
-                obj,
-                "layers_per_block",
-                Some(json!(count(shapes, "down_blocks.0.resnets."))),
-            );
-            set(
-                obj,
-                "down_block_types",
-                Some(kinds("down_blocks", "CrossAttnDownBlock2D", "DownBlock2D")),
-            );
-            set(
-                obj,
-                "up_block_types",
-                Some(kinds("up_blocks", "CrossAttnUpBlock2D", "UpBlock2D")),
-            );
-            let first_attention = shapes
-                .iter()
-                .find(|(k, _)| k.contains(".attentions.0."))
-                .map(|(k, _)| k.split(".attentions.0.").next().unwrap_or("").to_string());
-            if let Some(block) = first_attention {
-                let block = format!("{block}.attentions.0");
-                let to_k = format!("{block}.transformer_blocks.0.attn2.to_k.weight");
-                set(
-                    obj,
-                    "cross_attention_dim",
-                    dim(shapes, &to_k, 1).map(Value::from),
-                );
-                // Absent means false (SD 1.x configs do not have the field).
-                let linear = shapes
-                    .get(&format!("{block}.proj_in.weight"))
-                    .map(|s| s.len() == 2);
-                let present = obj.contains_key("use_linear_projection");
-                if linear == Some(true) || (linear.is_some() && present) {
-                    obj.insert(
-                        "use_linear_projection".into(),
-                        Value::from(linear == Some(true)),
-                    );
-                }
-            }
-            // Heads, which shapes do not tell, by the families' LDM configs: SD 1.x has 8 heads
-            // at every level (`num_heads: 8`, diffusers' `attention_head_dim: 8`), SD 2.x heads
-            // 64 channels wide (`num_head_channels: 64`).
-            let heads = match (family, &channels) {
-                (Family::Sd1, _) => Some(json!(8)),
-                (Family::Sd2, Some(c)) if c.iter().all(|c| c % 64 == 0) => {
-                    Some(json!(c.iter().map(|c| c / 64).collect::<Vec<_>>()))
-                }
-                _ => None,
-            };
-            set(obj, "attention_head_dim", heads);
-            set(obj, "block_out_channels", channels.map(|c| json!(c)));
-        }
-        Part::Vae => {
-            let levels = count(shapes, "encoder.down_blocks.");
-            let channels: Option<Vec<usize>> = (0..levels)
-                .map(|i| {
-                    dim(
-                        shapes,
-                        &format!("encoder.down_blocks.{i}.resnets.0.conv2.weight"),
-                        0,
-                    )
-                })
-                .collect();
-            set(obj, "block_out_channels", channels.map(|c| json!(c)));
-            set(
-                obj,
-                "layers_per_block",
-                Some(json!(count(shapes, "encoder.down_blocks.0.resnets."))),
-            );
-            set(
-                obj,
-                "down_block_types",
-                Some(json!(vec!["DownEncoderBlock2D"; levels])),
-            );
-            set(
-                obj,
-                "up_block_types",
-                Some(json!(vec!["UpDecoderBlock2D"; levels])),
-            );
-            set(
-                obj,
-                "in_channels",
-                dim(shapes, "encoder.conv_in.weight", 1).map(Value::from),
-            );
-            set(
-                obj,
-                "out_channels",
-                dim(shapes, "decoder.conv_out.weight", 0).map(Value::from),
-            );
-            set(
-                obj,
-                "latent_channels",
-                dim(shapes, "post_quant_conv.weight", 0).map(Value::from),
+        Part::Unet => unet(family, shapes, obj),
+        Part::Vae => vae(shapes, obj),
+        Part::TextEncoder => text_encoder(shapes, obj),
+    }
+}
+
+type Object = serde_json::Map<String, Value>;
+
+fn set(obj: &mut Object, field: &str, value: Option<Value>) {
+    if let Some(v) = value {
+        obj.insert(field.to_string(), v);
+    }
+}
+
+fn unet(family: Family, shapes: &Shapes, obj: &mut Object) {
+    let levels = count(shapes, "down_blocks.");
+    let channels: Option<Vec<usize>> = (0..levels)
+        .map(|b| {
+            dim(
+                shapes,
+                &format!("down_blocks.{b}.resnets.0.conv2.weight"),
+                0,
+            )
+        })
+        .collect();
+    let attention = |blocks: &str, b: usize| {
+        shapes.contains_key(&format!("{blocks}.{b}.attentions.0.proj_in.weight"))
+    };
+    let kinds = |blocks: &str, cross: &str, plain: &str| {
+        let k: Vec<&str> = (0..levels)
+            .map(|b| if attention(blocks, b) { cross } else { plain })
+            .collect();
+        json!(k)
+    };
+    set(
+        obj,
+        "in_channels",
+        dim(shapes, "conv_in.weight", 1).map(Value::from),
+    );
+    set(
+        obj,
+        "out_channels",
+        dim(shapes, "conv_out.weight", 0).map(Value::from),
+    );
+    set(
+        obj,
+        "layers_per_block",
+        Some(json!(count(shapes, "down_blocks.0.resnets."))),
+    );
+    set(
+        obj,
+        "down_block_types",
+        Some(kinds("down_blocks", "CrossAttnDownBlock2D", "DownBlock2D")),
+    );
+    set(
+        obj,
+        "up_block_types",
+        Some(kinds("up_blocks", "CrossAttnUpBlock2D", "UpBlock2D")),
+    );
+    let first_attention = shapes
+        .iter()
+        .find(|(k, _)| k.contains(".attentions.0."))
+        .map(|(k, _)| k.split(".attentions.0.").next().unwrap_or("").to_string());
+    if let Some(block) = first_attention {
+        let block = format!("{block}.attentions.0");
+        let to_k = format!("{block}.transformer_blocks.0.attn2.to_k.weight");
+        set(
+            obj,
+            "cross_attention_dim",
+            dim(shapes, &to_k, 1).map(Value::from),
+        );
+        // Absent means false (SD 1.x configs do not have the field).
+        let linear = shapes
+            .get(&format!("{block}.proj_in.weight"))
+            .map(|s| s.len() == 2);
+        let present = obj.contains_key("use_linear_projection");
+        if linear == Some(true) || (linear.is_some() && present) {
+            obj.insert(
+                "use_linear_projection".into(),
+                Value::from(linear == Some(true)),
             );
         }
-        Part::TextEncoder => {
-            let token = "text_model.embeddings.token_embedding.weight";
-            let hidden = dim(shapes, token, 1);
-            set(obj, "vocab_size", dim(shapes, token, 0).map(Value::from));
-            set(obj, "hidden_size", hidden.map(Value::from));
-            set(
-                obj,
-                "max_position_embeddings",
-                dim(shapes, "text_model.embeddings.position_embedding.weight", 0).map(Value::from),
-            );
-            set(
-                obj,
-                "num_hidden_layers",
-                Some(json!(count(shapes, "text_model.encoder.layers."))),
-            );
-            set(
-                obj,
-                "intermediate_size",
-                dim(shapes, "text_model.encoder.layers.0.mlp.fc1.weight", 0).map(Value::from),
-            );
-            // Both families' text encoders have 64-channel heads (CLIP ViT-L: 12 of 768,
-            // OpenCLIP ViT-H: 16 of 1024).
-            if let Some(h) = hidden.filter(|h| h % 64 == 0) {
-                obj.insert("num_attention_heads".into(), json!(h / 64));
-            }
+    }
+    set(
+        obj,
+        "attention_head_dim",
+        heads(family, channels.as_deref()),
+    );
+    set(obj, "block_out_channels", channels.map(|c| json!(c)));
+}
+
+fn vae(shapes: &Shapes, obj: &mut Object) {
+    let levels = count(shapes, "encoder.down_blocks.");
+    let channels: Option<Vec<usize>> = (0..levels)
+        .map(|i| {
+            dim(
+                shapes,
+                &format!("encoder.down_blocks.{i}.resnets.0.conv2.weight"),
+                0,
+            )
+        })
+        .collect();
+    set(obj, "block_out_channels", channels.map(|c| json!(c)));
+    set(
+        obj,
+        "layers_per_block",
+        Some(json!(count(shapes, "encoder.down_blocks.0.resnets."))),
+    );
+    set(
+        obj,
+        "down_block_types",
+        Some(json!(vec!["DownEncoderBlock2D"; levels])),
+    );
+    set(
+        obj,
+        "up_block_types",
+        Some(json!(vec!["UpDecoderBlock2D"; levels])),
+    );
+    set(
+        obj,
+        "in_channels",
+        dim(shapes, "encoder.conv_in.weight", 1).map(Value::from),
+    );
+    set(
+        obj,
+        "out_channels",
+        dim(shapes, "decoder.conv_out.weight", 0).map(Value::from),
+    );
+    set(
+        obj,
+        "latent_channels",
+        dim(shapes, "post_quant_conv.weight", 0).map(Value::from),
+    );
+}
+
+fn text_encoder(shapes: &Shapes, obj: &mut Object) {
+    let token = "text_model.embeddings.token_embedding.weight";
+    let hidden = dim(shapes, token, 1);
+    set(obj, "vocab_size", dim(shapes, token, 0).map(Value::from));
+    set(obj, "hidden_size", hidden.map(Value::from));
+    set(
+        obj,
+        "max_position_embeddings",
+        dim(shapes, "text_model.embeddings.position_embedding.weight", 0).map(Value::from),
+    );
+    set(
+        obj,
+        "num_hidden_layers",
+        Some(json!(count(shapes, "text_model.encoder.layers."))),
+    );
+    set(
+        obj,
+        "intermediate_size",
+        dim(shapes, "text_model.encoder.layers.0.mlp.fc1.weight", 0).map(Value::from),
+    );
+    // Both families' text encoders have 64-channel heads (CLIP ViT-L: 12 of 768,
+    // OpenCLIP ViT-H: 16 of 1024).
+    if let Some(h) = hidden.filter(|h| h % 64 == 0) {
+        obj.insert("num_attention_heads".into(), json!(h / 64));
+    }
+}
+
+/// Heads, which shapes do not tell, by the families' LDM configs: SD 1.x has 8 heads at every
+/// level (`num_heads: 8`, diffusers' `attention_head_dim: 8`), SD 2.x heads 64 channels wide
+/// (`num_head_channels: 64`).
+fn heads(family: Family, channels: Option<&[usize]>) -> Option<Value> {
+    match (family, channels) {
+        (Family::Sd1, _) => Some(json!(8)),
+        (Family::Sd2, Some(c)) if c.iter().all(|c| c % 64 == 0) => {
+            Some(json!(c.iter().map(|c| c / 64).collect::<Vec<_>>()))
         }
+        _ => None,
     }
 }
