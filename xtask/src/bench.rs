@@ -31,7 +31,7 @@ pub const COMPONENTS: [&str; 6] = [
 /// Measured only when asked for: the UNet's ops one by one (see `ops.rs`), and a UNet step of a
 /// Prompt-to-Prompt edit (both branches, attention control on every layer it touches) beside the
 /// same batch without control.
-pub const EXTRA_COMPONENTS: [&str; 2] = ["ops", "unet-p2p"];
+pub const EXTRA_COMPONENTS: [&str; 3] = ["ops", "unet-p2p", "null-text-pass"];
 
 /// `cargo xtask bench` arguments.
 #[derive(clap::Args, Debug, Clone)]
@@ -166,6 +166,7 @@ impl Options {
     pub fn iterations(&self, component: &str) -> usize {
         self.iters.unwrap_or(match component {
             "unet" | "unet-p2p" | "matmul" => 3,
+            "null-text-pass" => 2,
             "ops" => 5,
             "text-encoder" => 5,
             "edit" => 1,

@@ -17,6 +17,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use burn::module::Module;
 use burn::tensor::{DType, Device, Distribution, Tensor};
 use ddim::{DdimSchedule, SchedulerConfig};
 use inversion::{EditOptions, NoProgress, P2p, P2pOptions, Parts, Pipeline};
@@ -221,6 +222,7 @@ impl Bench<'_> {
             }
             "unet" => return self.unet(iters),
             "unet-p2p" => return self.unet_p2p(iters),
+            "null-text-pass" => return self.null_text_pass(iters),
             "edit" => return self.edit(iters),
             other => bail!("unknown component {other:?}"),
         })
@@ -285,6 +287,41 @@ impl Bench<'_> {
         let flop = flops::unet(p.unet_config(), 4, s, s, 77);
         let extra = json!({"plain_median_s": median(&plain_times)});
         Ok((1, 4, flop, extra, measured))
+    }
+
+    /// One null-text Adam iteration's model work: a batch-1 UNet forward on the autodiff device and
+    /// the backward pass to the text states (the CPU kernels defer to Burn's ops there), against a
+    /// plain batch-1 forward in the same run (`plain_median_s`). FLOP: 3× the forward's (the
+    /// backward computes gradients of activations and of the inputs of every product).
+    fn null_text_pass(&self, iters: usize) -> anyhow::Result<Measured> {
+        let (p, (s, _)) = (&self.p, self.sides());
+        let x = Tensor::<4>::random([1, 4, s, s], Distribution::Normal(0.0, 1.0), &self.device)
+            .cast(p.dtype());
+        let dim = p.unet_config().cross_attention_dims()[0];
+        let context =
+            Tensor::<3>::random([1, 77, dim], Distribution::Normal(0.0, 1.0), &self.device)
+                .cast(p.dtype());
+        let unet = p
+            .unet()
+            .clone()
+            .to_device(&self.device.clone().autodiff())
+            .no_grad();
+        let pass = || {
+            let leaf = context.clone().autodiff().require_grad();
+            let out = unet.forward(x.clone().autodiff(), &[500.0], leaf.clone())?;
+            let grads = (out.clone() * out).mean().backward();
+            anyhow::ensure!(leaf.grad(&grads).is_some(), "no gradient for the text states");
+            self.sync()
+        };
+        let plain = || {
+            p.unet().forward(x.clone(), &[500.0], context.clone())?;
+            self.sync()
+        };
+        let (plain_times, _) = time(1, iters, plain)?;
+        let measured = time(1, iters, pass)?;
+        let flop = 3 * flops::unet(p.unet_config(), 1, s, s, 77);
+        let extra = json!({"plain_median_s": median(&plain_times)});
+        Ok((1, 1, flop, extra, measured))
     }
 
     fn edit(&self, iters: usize) -> anyhow::Result<Measured> {
