@@ -310,7 +310,10 @@ impl Bench<'_> {
             let leaf = context.clone().autodiff().require_grad();
             let out = unet.forward(x.clone().autodiff(), &[500.0], leaf.clone())?;
             let grads = (out.clone() * out).mean().backward();
-            anyhow::ensure!(leaf.grad(&grads).is_some(), "no gradient for the text states");
+            anyhow::ensure!(
+                leaf.grad(&grads).is_some(),
+                "no gradient for the text states"
+            );
             self.sync()
         };
         let plain = || {

@@ -46,6 +46,13 @@ pub fn derive(part: Part, family: Family, shapes: &Shapes, config: &mut Value) {
 
 type Object = serde_json::Map<String, Value>;
 
+/// Sets each `(field, key, d)`'s field to dimension d of tensor `key`'s shape.
+fn set_dims(obj: &mut Object, shapes: &Shapes, fields: &[(&str, &str, usize)]) {
+    for &(field, key, d) in fields {
+        set(obj, field, dim(shapes, key, d).map(Value::from));
+    }
+}
+
 fn set(obj: &mut Object, field: &str, value: Option<Value>) {
     if let Some(v) = value {
         obj.insert(field.to_string(), v);
@@ -72,15 +79,13 @@ fn unet(family: Family, shapes: &Shapes, obj: &mut Object) {
             .collect();
         json!(k)
     };
-    set(
+    set_dims(
         obj,
-        "in_channels",
-        dim(shapes, "conv_in.weight", 1).map(Value::from),
-    );
-    set(
-        obj,
-        "out_channels",
-        dim(shapes, "conv_out.weight", 0).map(Value::from),
+        shapes,
+        &[
+            ("in_channels", "conv_in.weight", 1),
+            ("out_channels", "conv_out.weight", 0),
+        ],
     );
     set(
         obj,
@@ -104,11 +109,7 @@ fn unet(family: Family, shapes: &Shapes, obj: &mut Object) {
     if let Some(block) = first_attention {
         let block = format!("{block}.attentions.0");
         let to_k = format!("{block}.transformer_blocks.0.attn2.to_k.weight");
-        set(
-            obj,
-            "cross_attention_dim",
-            dim(shapes, &to_k, 1).map(Value::from),
-        );
+        set_dims(obj, shapes, &[("cross_attention_dim", &to_k, 1)]);
         // Absent means false (SD 1.x configs do not have the field).
         let linear = shapes
             .get(&format!("{block}.proj_in.weight"))
@@ -156,42 +157,42 @@ fn vae(shapes: &Shapes, obj: &mut Object) {
         "up_block_types",
         Some(json!(vec!["UpDecoderBlock2D"; levels])),
     );
-    set(
+    set_dims(
         obj,
-        "in_channels",
-        dim(shapes, "encoder.conv_in.weight", 1).map(Value::from),
-    );
-    set(
-        obj,
-        "out_channels",
-        dim(shapes, "decoder.conv_out.weight", 0).map(Value::from),
-    );
-    set(
-        obj,
-        "latent_channels",
-        dim(shapes, "post_quant_conv.weight", 0).map(Value::from),
+        shapes,
+        &[
+            ("in_channels", "encoder.conv_in.weight", 1),
+            ("out_channels", "decoder.conv_out.weight", 0),
+            ("latent_channels", "post_quant_conv.weight", 0),
+        ],
     );
 }
 
 fn text_encoder(shapes: &Shapes, obj: &mut Object) {
     let token = "text_model.embeddings.token_embedding.weight";
     let hidden = dim(shapes, token, 1);
-    set(obj, "vocab_size", dim(shapes, token, 0).map(Value::from));
-    set(obj, "hidden_size", hidden.map(Value::from));
-    set(
+    set_dims(
         obj,
-        "max_position_embeddings",
-        dim(shapes, "text_model.embeddings.position_embedding.weight", 0).map(Value::from),
+        shapes,
+        &[
+            ("vocab_size", token, 0),
+            ("hidden_size", token, 1),
+            (
+                "max_position_embeddings",
+                "text_model.embeddings.position_embedding.weight",
+                0,
+            ),
+            (
+                "intermediate_size",
+                "text_model.encoder.layers.0.mlp.fc1.weight",
+                0,
+            ),
+        ],
     );
     set(
         obj,
         "num_hidden_layers",
         Some(json!(count(shapes, "text_model.encoder.layers."))),
-    );
-    set(
-        obj,
-        "intermediate_size",
-        dim(shapes, "text_model.encoder.layers.0.mlp.fc1.weight", 0).map(Value::from),
     );
     // Both families' text encoders have 64-channel heads (CLIP ViT-L: 12 of 768,
     // OpenCLIP ViT-H: 16 of 1024).
