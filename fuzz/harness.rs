@@ -19,11 +19,12 @@ pub type Outcome = Result<(), Box<dyn Error>>;
 pub type Target = fn(&[u8]) -> Outcome;
 
 /// The fuzz targets, by name, and the function each runs.
-pub const TARGETS: [(&str, Target); 4] = [
+pub const TARGETS: [(&str, Target); 5] = [
     ("safetensors_header", safetensors_header),
     ("config", config),
     ("trajectory", trajectory),
     ("tokenizer_folder", tokenizer_folder),
+    ("single_file", single_file),
 ];
 
 /// The input is a whole safetensors file (as the weight loader reads it).
@@ -101,3 +102,25 @@ pub fn tokenizer_folder(data: &[u8]) -> Outcome {
     }
     Ok(())
 }
+
+/// The input is a single-file checkpoint (written to a temporary file, as `--model FILE` opens
+/// it): detection, the LDM → diffusers map with and without EMA, every component's shapes, the
+/// configs derived from them, and the text encoder's tensors read back.
+pub fn single_file(data: &[u8]) -> Outcome {
+    use sd_models::single_file::{Part, SingleFile, derive::derive};
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("model.safetensors");
+    std::fs::write(&path, data)?;
+    let file = SingleFile::open(&path)?;
+    for ema in [true, false] {
+        let plan = file.plan(ema)?;
+        for part in [Part::Unet, Part::Vae, Part::TextEncoder] {
+            let shapes = file.shapes(plan.part(part))?;
+            let mut config = serde_json::json!({"num_attention_heads": 12});
+            derive(part, file.family(), &shapes, &mut config);
+        }
+        file.weights(&plan.text_encoder)?;
+    }
+    Ok(())
+}
+

@@ -21,6 +21,10 @@ Writes (paths relative to the repository root):
       copy, and the text encoder in OpenCLIP's layout under `cond_stage_model.model.` (q/k/v fused
       into `attn.in_proj_weight`/`in_proj_bias`, `ln_1`, `mlp.c_fc`, `positional_embedding`, ...,
       plus `text_projection` and `logit_scale`, which Stable Diffusion does not use).
+  fuzz/corpus/single_file/seed-{sd1,sd2,sdxl}.safetensors
+      fuzz seeds: the tiny files' keys with 1-element tensors (the shapes the map reads kept
+      minimal but valid: conv_in [1, 4, 1, 1], VAE attention [1, 1, 1, 1], fused q/k/v [3, 1]),
+      and an SDXL-like one.
   tests/fixtures/manifests/{sd-1-5,sd-2-1}/single-file.json
       {"key": [shape]} of every tensor of the published single files (EMA-pruned, so no
       `model_ema.*`), from the models of gen_manifests.py on the `meta` device; SD 2.1's has the
@@ -308,12 +312,36 @@ def full_size(model, style):
     print(f"{path.relative_to(ROOT)}: {len(state)} tensors, diffusers' converters give the manifests")
 
 
+def fuzz_seeds():
+    out = ROOT / "fuzz/corpus/single_file"
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("tiny-sd1", "tiny-sd2"):
+        keys = list(load_file(OUT / f"{name}.safetensors"))
+        small = {}
+        for k in keys:
+            shape = [1]
+            if k.endswith("input_blocks.0.0.weight"):
+                shape = [1, 4, 1, 1]
+            elif ".mid.attn_1." in k and k.endswith("weight") and not k.endswith("norm.weight"):
+                shape = [1, 1, 1, 1]
+            elif k.endswith("in_proj_weight"):
+                shape = [3, 1]
+            elif k.endswith("in_proj_bias"):
+                shape = [3]
+            small[k] = torch.zeros(shape, dtype=torch.int64 if k.endswith("position_ids") else torch.float32)
+        save_file(small, out / f"seed-{name[5:]}.safetensors")
+    xl = {"conditioner.embedders.1.model.positional_embedding": torch.zeros(1),
+          "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1, 4, 1, 1)}
+    save_file(xl, out / "seed-sdxl.safetensors")
+
+
 def main():
     torch.set_num_threads(1)
     tiny("tiny-sd1", "sd1", ema=True)
     tiny("tiny-sd2", "sd2", ema=False)
     full_size("sd-1-5", "sd1")
     full_size("sd-2-1", "sd2")
+    fuzz_seeds()
 
 
 if __name__ == "__main__":
