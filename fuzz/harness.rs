@@ -123,4 +123,3 @@ pub fn single_file(data: &[u8]) -> Outcome {
     }
     Ok(())
 }
-
