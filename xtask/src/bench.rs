@@ -181,6 +181,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if cfg!(debug_assertions) && !options.dev {
         return crate::rerun_in_release("bench");
     }
+    // As `ddim-edit` does, so that the numbers are those of the binary people run.
+    sd_models::cpu::reuse_freed_memory();
     if let Some(load) = measure::loadavg().filter(|&l| l > 0.5) {
         eprintln!(
             "bench: load average is {load:.2} before starting: other work on this machine will slow the numbers down"

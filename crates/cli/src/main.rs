@@ -19,6 +19,7 @@ use clap::Parser;
 use args::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
+    sd_models::cpu::reuse_freed_memory();
     let cli = Cli::parse();
     let level = match cli.command.verbosity() {
         (true, _) => "error",

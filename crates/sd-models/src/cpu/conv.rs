@@ -11,9 +11,9 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::module::unfold4d;
 use burn::tensor::ops::{PadMode, UnfoldOptions};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
 
-use super::linear::{Values, matmul_values};
+use super::implicit_conv::conv2d_bf16;
 use super::{bf16_autocast, on_flex};
 
 /// The largest im2col matrix (bytes) [`conv2d_forward`] builds at once: larger outputs are computed
@@ -23,18 +23,20 @@ const IM2COL_MAX_BYTES: usize = 32 << 20;
 /// `conv.forward(x)`: on the CPU backend (`flex`) as im2col matrices and matrix products, one for
 /// the whole output when its matrix is small (at most [`IM2COL_MAX_BYTES`]), else one per band of
 /// output rows; on other backends, and for 1×1, grouped or dilated convolutions, Burn's
-/// `conv.forward`. Under bf16 autocast (bf16 weight, see [`super::bf16_autocast`]) the products,
-/// 1×1 convolutions included, are bf16 with f32 accumulation and the output is f32.
+/// `conv.forward`. Under bf16 autocast (bf16 weight, see [`super::bf16_autocast`]) as an
+/// implicit-GEMM bf16 product with f32 sums and an f32 output, 1×1 convolutions included
+/// ([`super::implicit_conv`]).
 ///
 /// # Shapes
 /// - x: `[batch, cin, h, w]` → `[batch, cout, h', w']`
 pub fn conv2d_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let bf16 = autocast(conv, &x);
-    if bf16 && let Some(y) = pointwise_bf16(conv, &x) {
+    if autocast(conv, &x)
+        && let Some(y) = conv2d_bf16(conv, &x)
+    {
         return y;
     }
     match explicit_padding(conv, &x) {
-        Some(padding) => im2col_conv(conv, x, padding, bf16),
+        Some(padding) => im2col_conv(conv, x, padding),
         None => {
             // Autocast weights beside f32 activations, in a convolution no kernel here covers.
             let (xdtype, wdtype) = (x.dtype(), conv.weight.val().dtype());
@@ -49,50 +51,6 @@ pub fn conv2d_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 /// Whether `conv` on `x` runs under bf16 autocast: a bf16 weight on the CPU backend.
 pub(crate) fn autocast(conv: &Conv2d, x: &Tensor<4>) -> bool {
     on_flex(x) && bf16_autocast() && conv.weight.val().dtype() == DType::BF16
-}
-
-/// A 1×1, stride-1, unpadded convolution as one bf16 product per image (`None` for any other).
-fn pointwise_bf16(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
-    let pointwise = conv.kernel_size == [1, 1]
-        && conv.stride == [1, 1]
-        && conv.groups == 1
-        && matches!(
-            conv.padding,
-            PaddingConfig2d::Explicit(0, 0, 0, 0) | PaddingConfig2d::Valid
-        );
-    if !pointwise {
-        return None;
-    }
-    let [b, cin, h, w] = x.dims();
-    let weight = conv.weight.val();
-    let cout = weight.dims()[0];
-    let y = bf16_product(
-        weight.reshape([1, cout, cin]),
-        x.clone().reshape([b, cin, h * w]),
-    );
-    let y = match &conv.bias {
-        Some(bias) => y + bias.val().cast(DType::F32).reshape([1, cout, 1]),
-        None => y,
-    };
-    Some(y.reshape([b, cout, h, w]))
-}
-
-/// `weight · x` per image with the bf16 kernel, in f32.
-///
-/// # Shapes
-/// - weight: `[1, cout, k]`, x: `[batch, k, l]` → `[batch, cout, l]`
-fn bf16_product(weight: Tensor<3>, x: Tensor<3>) -> Tensor<3> {
-    let device = x.device();
-    let [_, cout, k] = weight.dims();
-    let [b, _, l] = x.dims();
-    let (wd, xd) = (weight.into_data(), x.into_data());
-    let (mut sw, mut sx) = (None, None);
-    let (w, xs) = (Values::of(&wd, &mut sw), Values::of(&xd, &mut sx));
-    let mut out = vec![0f32; b * cout * l];
-    for (i, y) in out.chunks_exact_mut(cout * l).enumerate() {
-        matmul_values((cout, l, k), w, k, xs.part(i * k * l, k * l), l, y, l);
-    }
-    Tensor::from_data(TensorData::new(out, [b, cout, l]), &device)
 }
 
 /// The padding `(top, left, bottom, right)` of a convolution the im2col kernel computes on `x`, or
@@ -118,7 +76,6 @@ fn im2col_conv(
     conv: &Conv2d,
     x: Tensor<4>,
     (top, left, bottom, right): (usize, usize, usize, usize),
-    bf16: bool,
 ) -> Tensor<4> {
     let b = x.dims()[0];
     let x = if top + left + bottom + right > 0 {
@@ -126,7 +83,7 @@ fn im2col_conv(
     } else {
         x
     };
-    let (y, ho, wo) = im2col_product(conv.weight.val(), x, conv.stride, bf16);
+    let (y, ho, wo) = im2col_product(conv.weight.val(), x, conv.stride);
     let cout = y.dims()[1];
     let y = match &conv.bias {
         Some(bias) => {
@@ -140,8 +97,7 @@ fn im2col_conv(
 
 /// The unpadded ("valid") convolution of `x` by `weight` at `stride`, as im2col matrices times the
 /// weight: one for the whole output when its matrix is at most [`IM2COL_MAX_BYTES`], else one per
-/// band of output rows; with the bf16 kernel (f32 output) when `bf16`. Returns `[batch, cout,
-/// ho·wo]`, `ho` and `wo`. The caller checks that `x` is at least as large as the kernel.
+/// band of output rows. Returns `[batch, cout, ho·wo]`, `ho` and `wo`. The caller checks that `x` is at least as large as the kernel.
 ///
 /// # Shapes
 /// - weight: `[cout, cin, kh, kw]`, x: `[batch, cin, h, w]`
@@ -149,11 +105,7 @@ pub(crate) fn im2col_product(
     weight: Tensor<4>,
     x: Tensor<4>,
     stride: [usize; 2],
-    bf16: bool,
 ) -> (Tensor<3>, usize, usize) {
-    // bf16 products read bf16 columns: the im2col matrix is built at half the size and packed
-    // without a conversion.
-    let x = if bf16 { x.cast(DType::BF16) } else { x };
     let [b, cin, h, w] = x.dims();
     let [cout, _, kh, kw] = weight.dims();
     let [sh, sw] = stride;
@@ -165,11 +117,7 @@ pub(crate) fn im2col_product(
     // im2col rows come in the weight's (cin, kh, kw) order.
     let product = |x: Tensor<4>| {
         let columns = unfold4d(x, [kh, kw], unfold.clone());
-        if bf16 {
-            bf16_product(weight.clone(), columns)
-        } else {
-            weight.clone().matmul(columns)
-        }
+        weight.clone().matmul(columns)
     };
     let y = if band == ho {
         product(x)

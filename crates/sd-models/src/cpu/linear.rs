@@ -8,6 +8,7 @@ use burn::nn::Linear;
 use burn::tensor::{DType, Tensor, TensorData, bf16};
 
 use super::gemm_bf16;
+use super::view::Held;
 use super::{bf16_autocast, on_flex};
 
 /// `layer.forward(x)`: through the bf16 kernel when the weight is bf16 on the CPU backend under
@@ -34,9 +35,22 @@ fn autocast<const D: usize>(layer: &Linear, weight: Tensor<2>, x: Tensor<D>) -> 
     let dims = x.dims();
     let [d_in, d_out] = weight.dims();
     let rows = dims[..D - 1].iter().product::<usize>();
-    let (xd, wd) = (x.into_data(), weight.into_data());
     let mut out = vec![0f32; rows * d_out];
-    matmul_data((rows, d_out, d_in), &xd, d_in, &wd, d_out, &mut out, d_out);
+    // The weight is read in place; the input's data is its own storage unless shared.
+    let held = Held::of(weight.clone());
+    let xd = x.into_data();
+    let mut sx = None;
+    let xs = Values::of(&xd, &mut sx);
+    let (wd, mut sw);
+    let ws = match held.as_ref().and_then(Held::values) {
+        Some(w) => w,
+        None => {
+            wd = weight.into_data();
+            sw = None;
+            Values::of(&wd, &mut sw)
+        }
+    };
+    matmul_values((rows, d_out, d_in), xs, d_in, ws, d_out, &mut out, d_out);
     if let Some(bias) = &layer.bias {
         let bias = bias.val().cast(DType::F32).into_data();
         if let Ok(bias) = bias.as_slice::<f32>() {
@@ -71,29 +85,6 @@ impl<'a> Values<'a> {
         let converted = spare.insert(data.clone().convert::<f32>());
         Values::F32(converted.as_slice::<f32>().unwrap_or_default())
     }
-
-    /// The values from `start`, `len` of them.
-    pub(crate) fn part(self, start: usize, len: usize) -> Values<'a> {
-        match self {
-            Values::F32(v) => Values::F32(&v[start..start + len]),
-            Values::Bf16(v) => Values::Bf16(&v[start..start + len]),
-        }
-    }
-}
-
-/// [`gemm_bf16::matmul`] of row-major tensor data: `c[m×n] = a[m×k] · b[k×n]`.
-fn matmul_data(
-    mnk: (usize, usize, usize),
-    a: &TensorData,
-    lda: usize,
-    b: &TensorData,
-    ldb: usize,
-    c: &mut [f32],
-    ldc: usize,
-) {
-    let (mut sa, mut sb) = (None, None);
-    let (a, b) = (Values::of(a, &mut sa), Values::of(b, &mut sb));
-    matmul_values(mnk, a, lda, b, ldb, c, ldc);
 }
 
 /// [`gemm_bf16::matmul`] of row-major operands of either dtype.

@@ -7,7 +7,8 @@
 //! AVX-512, and `simd!` picks one by run-time CPU feature detection ([`Simd`]); one binary serves
 //! every x86-64 CPU, and `DDIM_EDIT_SIMD=avx2|scalar` forces a lower path (A/B runs, tests).
 //!
-//! - [`conv`]: 2-D convolution as banded im2col matrix products;
+//! - [`conv`]: 2-D convolution as banded im2col matrix products (f32), or as implicit-GEMM bf16
+//!   products under bf16 autocast (`implicit_conv`);
 //! - [`upsample_conv`]: nearest 2× upsampling then a 3×3 convolution, in four phases;
 //! - [`norm`]: group norm + SiLU in one pass;
 //! - [`activation`]: GEGLU, exact GELU, quick GELU;
@@ -49,15 +50,19 @@ macro_rules! simd {
 }
 
 pub mod activation;
+mod alloc;
 pub mod conv;
 pub mod gemm_bf16;
+mod implicit_conv;
 pub mod linear;
 mod math;
 pub mod norm;
 mod simd;
 pub mod upsample_conv;
+mod view;
 
 pub use activation::{geglu, gelu, quick_gelu};
+pub use alloc::reuse_freed_memory;
 pub use conv::conv2d_forward;
 pub use linear::linear_forward;
 pub use norm::group_norm_silu;
