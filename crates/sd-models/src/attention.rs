@@ -12,7 +12,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Device, Tensor};
 
-use crate::cpu::linear_forward;
+use crate::cpu::{linear_forward, multi_head_bf16};
 use crate::layers::{group_norm, linear};
 use crate::unet::control::{AttentionControl, AttentionSite};
 
@@ -75,7 +75,13 @@ impl Attention {
         let q = linear_forward(&self.to_q, x);
         let k = linear_forward(&self.to_k, context.clone());
         let v = linear_forward(&self.to_v, context);
-        linear_forward(&self.to_out, multi_head(q, k, v, self.heads, self.upcast))
+        // Under bf16 autocast (bf16 projection weights, f32 activations) on the CPU backend.
+        let autocast = self.to_q.weight.val().dtype() == DType::BF16;
+        let out = match autocast.then(|| multi_head_bf16(&q, &k, &v, self.heads)) {
+            Some(Some(out)) => out,
+            _ => multi_head(q, k, v, self.heads, self.upcast),
+        };
+        linear_forward(&self.to_out, out)
     }
 
     /// [`forward`](Self::forward) with the probabilities computed explicitly and handed to

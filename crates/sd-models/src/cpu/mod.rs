@@ -12,6 +12,7 @@
 //! - [`upsample_conv`]: nearest 2× upsampling then a 3×3 convolution, in four phases;
 //! - [`norm`]: group norm + SiLU in one pass;
 //! - [`activation`]: GEGLU, exact GELU, quick GELU;
+//! - [`attention`]: multi-head attention on the bf16 kernel under bf16 autocast;
 //! - [`gemm_bf16`]: bf16 matrix products with f32 accumulation (AVX512-BF16), behind
 //!   [`linear_forward`] and the convolutions when the weights are bf16 ([`bf16_autocast`]);
 //! - `math`: the branch-free scalar `exp`/`erf` the fused kernels vectorise.
@@ -51,6 +52,7 @@ macro_rules! simd {
 
 pub mod activation;
 mod alloc;
+pub mod attention;
 pub mod conv;
 pub mod gemm_bf16;
 mod implicit_conv;
@@ -63,6 +65,7 @@ mod view;
 
 pub use activation::{geglu, gelu, quick_gelu};
 pub use alloc::reuse_freed_memory;
+pub use attention::multi_head_bf16;
 pub use conv::conv2d_forward;
 pub use linear::linear_forward;
 pub use norm::group_norm_silu;
