@@ -89,16 +89,38 @@ pub fn multi_head_bf16(
     Some(Tensor::from_data(data, &q.device()))
 }
 
+/// Lanes of the softmax's max and sum: float reductions only vectorise when written per lane.
+const LANES: usize = 16;
+
 /// `row ← softmax(row · scale)` in place, in f32.
 #[inline(always)]
 fn softmax_row(row: &mut [f32], scale: f32) {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (m, &x) in lanes.iter_mut().zip(c) {
+            *m = if x > *m { x } else { *m };
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let max = lanes.iter().fold(tail, |m, &x| m.max(x));
+    let mut sums = [0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for (s, x) in sums.iter_mut().zip(c) {
+            *x = exp((*x - max) * scale);
+            *s += *x;
+        }
+    }
     let mut sum = 0f32;
-    for x in row.iter_mut() {
+    for x in chunks.into_remainder() {
         *x = exp((*x - max) * scale);
         sum += *x;
     }
-    let inv = 1.0 / sum;
+    let inv = 1.0 / sums.iter().fold(sum, |a, &b| a + b);
     row.iter_mut().for_each(|x| *x *= inv);
 }
 
