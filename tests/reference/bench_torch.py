@@ -3,9 +3,10 @@
 
 Run alone:  python tests/reference/bench_torch.py [--full] [--iters N] [--threads T]
                 [--preset sd-2-1-base|sd-1-5] [--component matmul,text-encoder,vae-encode,vae-decode,unet,edit]
+                [--device cpu|cuda] [--dtype f32|f16|bf16]
 Prints one JSON line per measurement on stdout, in the format of `xtask/src/bench.rs`:
     {"impl": "torch", "component", "preset", "latent": [h, w], "image": [H, W], "batch",
-     "backend": "torch <version>", "device": "cpu", "dtype": "f32", "threads", "warmup",
+     "backend": "torch <version>", "device": "cpu" or "cuda: <name>", "dtype": "f32", "threads", "warmup",
      "iterations", "median_s", "min_s", "flop", "gflop_per_s", "peak_rss_mib", ...}
 `edit` adds steps, start_step, unet_evals and tutorial_unet_evals.
 
@@ -16,9 +17,11 @@ SD 1 padding, or tiny-sd2, SD 2 padding — both have the full 49408-token vocab
 
 FLOPs are counted by torch.utils.flop_counter.FlopCounterMode (convolutions, matmuls, attention) on
 the warm-up call, which is not timed; this is an independent check of the Rust side's analytic count.
-Peak memory is VmHWM from /proc/self/status, reset to the current RSS (write "5" to
+On the CPU, peak memory is VmHWM from /proc/self/status, reset to the current RSS (write "5" to
 /proc/self/clear_refs) before each measurement, so it is the peak of that measurement alone (on
-top of everything the process already holds, models included). `loadavg_1m` is the 1-minute load
+top of everything the process already holds, models included). With --device cuda every timed call
+ends in torch.cuda.synchronize(), the peak is torch.cuda.max_memory_allocated() (the GPU's tensors,
+models included) and autocast is torch.autocast("cuda", that dtype). `loadavg_1m` is the 1-minute load
 average after the measurement: well above the thread count means other work shared the cores.
 """
 
@@ -53,11 +56,25 @@ def parse_args():
     p.add_argument("--matmul", type=int, default=2048, help="size of the f32 matmul ceiling")
     p.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16"],
                    help="text encoder and UNet: f32, or torch.autocast('cpu', that dtype) (VAE f32)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="where the models run: cpu, or the first CUDA GPU")
     p.add_argument("--guidance", type=float, default=3.5, help="edit: guidance (inversion too)")
     return p.parse_args()
 
 
+# The torch device of --device, set by main().
+DEVICE = torch.device("cpu")
+
+
+def sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def reset_peak():
+    if DEVICE.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        return
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -66,6 +83,8 @@ def reset_peak():
 
 
 def peak_rss_mib():
+    if DEVICE.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("VmHWM:"):
@@ -77,6 +96,7 @@ def count_flops(fn):
     """Runs fn once under FlopCounterMode; returns (result, FLOPs)."""
     with FlopCounterMode(display=False) as counter:
         out = fn()
+    sync()
     return out, counter.get_total_flops()
 
 
@@ -86,10 +106,12 @@ def measure(fn, warmup, iters):
     _, flop = count_flops(fn)
     for _ in range(warmup - 1):
         fn()
+    sync()
     times = []
     for _ in range(iters):
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return flop, times, peak_rss_mib()
 
@@ -99,10 +121,10 @@ AUTOCAST = ("text-encoder", "unet", "edit")
 
 
 def amp(args):
-    """CPU autocast for --dtype bf16 / f16, else nothing."""
+    """Autocast on --device for --dtype bf16 / f16, else nothing."""
     dtypes = {"bf16": torch.bfloat16, "f16": torch.float16}
     if args.dtype in dtypes:
-        return torch.autocast("cpu", dtype=dtypes[args.dtype])
+        return torch.autocast(DEVICE.type, dtype=dtypes[args.dtype])
     return contextlib.nullcontext()
 
 
@@ -116,7 +138,7 @@ def line(args, component, latent, batch, flop, times, peak, warmup, **extra):
         "image": [latent * 8, latent * 8],
         "batch": batch,
         "backend": f"torch {torch.__version__}",
-        "device": "cpu",
+        "device": "cpu" if DEVICE.type == "cpu" else f"cuda: {torch.cuda.get_device_name(DEVICE)}",
         "dtype": args.dtype if component in AUTOCAST else "f32",
         "threads": torch.get_num_threads(),
         "warmup": warmup,
@@ -186,10 +208,12 @@ def run_ops(args, s, iters):
     for name, flop, fn in ops:
         reset_peak()
         fn()
+        sync()
         times = []
         for _ in range(iters):
             t0 = time.perf_counter()
             fn()
+            sync()
             times.append(time.perf_counter() - t0)
         line(args, f"op:{name}", s, b, flop, times, peak_rss_mib(), 1)
 
@@ -198,6 +222,13 @@ def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    global DEVICE
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit(f"--device cuda: this torch {torch.__version__} sees no CUDA GPU")
+        DEVICE = torch.device("cuda", 0)
+        # Models and every tensor made below live on the GPU.
+        torch.set_default_device(DEVICE)
     import diffusers.utils.logging as dlogging
     import transformers.utils.logging as tlogging
     from diffusers import AutoencoderKL, DDIMInverseScheduler, DDIMScheduler, UNet2DConditionModel
@@ -224,7 +255,7 @@ def main():
 
     def states(prompt):
         ids = tokenizer(prompt, padding="max_length", max_length=tokenizer.model_max_length,
-                        truncation=True, return_tensors="pt").input_ids
+                        truncation=True, return_tensors="pt").input_ids.to(DEVICE)
         with amp(args):
             return text_encoder(ids)[0].float()
 
@@ -300,6 +331,7 @@ def main():
                 for _ in range(iters(1)):
                     t0 = time.perf_counter()
                     edit()
+                    sync()
                     times.append(time.perf_counter() - t0)
                 line(args, comp, s, 1, flop, times, peak_rss_mib(), 0, steps=n, start_step=k,
                      unet_evals=evals, tutorial_unet_evals=2 * n - 2 - k, guidance=g)

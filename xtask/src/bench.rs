@@ -72,6 +72,10 @@ pub struct Args {
     /// and print the ours/PyTorch table on stderr.
     #[arg(long)]
     torch: bool,
+    /// --torch: where PyTorch runs (cuda: the first CUDA GPU, synchronised after every timed
+    /// call; autocast on that device).
+    #[arg(long, value_name = "NAME", default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    torch_device: String,
     /// Measure in the current (dev) build instead of re-running in release.
     #[arg(long)]
     dev: bool,
@@ -111,6 +115,7 @@ pub struct Options {
     pub start_step: usize,
     pub matmul: usize,
     pub torch: bool,
+    pub torch_device: String,
     pub dev: bool,
 }
 
@@ -141,6 +146,7 @@ impl TryFrom<Args> for Options {
             start_step: a.start_step,
             matmul: a.matmul,
             torch: a.torch,
+            torch_device: a.torch_device,
             dev: a.dev,
         })
     }

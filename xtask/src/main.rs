@@ -8,6 +8,7 @@
 //! - `cargo xtask eval-toy`   editing quality of the toy model (see `eval_toy.rs`)
 //! - `cargo xtask fixtures`   regenerate `tests/fixtures` with the pinned Python environment
 //! - `cargo xtask fuzz …`     run the libFuzzer targets of `fuzz/` for a bounded time (see `fuzz.rs`)
+//! - `cargo xtask gpu-check`  wgpu parity and wgpu against PyTorch CUDA on a GPU machine (see `gpu_check.rs`)
 //! - `cargo xtask slurm-test` a sharded `ddim-edit batch` as a job array of a real one-node Slurm (see `slurm.rs`)
 
 mod bench;
@@ -15,6 +16,7 @@ mod bench_batch;
 mod eval_toy;
 mod fetch;
 mod fuzz;
+mod gpu_check;
 mod slurm;
 
 use xtask::convert;
@@ -64,14 +66,26 @@ pub enum Task {
     /// Start a one-node Slurm on loopback and run a sharded `ddim-edit batch` as a job array:
     /// every job must finish exactly once, with the PNGs of an unsharded run.
     SlurmTest(slurm::Args),
+    /// On a machine with a GPU: the wgpu parity tests, then UNet, VAE decoder and edit on wgpu
+    /// against PyTorch CUDA in f32 and f16, as one table.
+    GpuCheck(gpu_check::Args),
+}
+
+/// The Python interpreter of the pinned environment: `PYTHON`, default `.venv/bin/python`.
+pub fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| {
+        project_root()
+            .join(".venv/bin/python")
+            .display()
+            .to_string()
+    })
 }
 
 /// Regenerates every fixture with the pinned Python environment given by `PYTHON` (default
 /// `.venv/bin/python`, set up per `tests/reference/README.md`).
 fn fixtures() -> anyhow::Result<()> {
     let root = project_root();
-    let python = std::env::var("PYTHON")
-        .unwrap_or_else(|_| root.join(".venv/bin/python").display().to_string());
+    let python = python();
     // gen_tiny_models.py rewrites tests/fixtures/refs, so the scripts after it must run after it.
     for script in [
         "gen_scheduler.py",
@@ -97,6 +111,11 @@ fn fixtures() -> anyhow::Result<()> {
 /// Re-runs this `cargo xtask TASK …` command line from a release build with the same backend
 /// features: numbers need optimised code, and `cargo xtask` builds the dev profile.
 pub fn rerun_in_release(task: &str) -> anyhow::Result<()> {
+    rerun_in_release_with(task, &[])
+}
+
+/// [`rerun_in_release`] with the features `extra` turned on besides those of this build.
+pub fn rerun_in_release_with(task: &str, extra: &[&str]) -> anyhow::Result<()> {
     eprintln!(
         "{task}: dev build; re-running as `cargo run --release -p xtask -- {task}` (pass --dev to skip)"
     );
@@ -104,13 +123,18 @@ pub fn rerun_in_release(task: &str) -> anyhow::Result<()> {
     let mut cmd = Command::new(cargo);
     cmd.current_dir(project_root())
         .args(["run", "--quiet", "--release", "-p", "xtask"]);
-    let features: Vec<&str> = [
+    let mut features: Vec<&str> = [
         ("wgpu", cfg!(feature = "wgpu")),
         ("cuda", cfg!(feature = "cuda")),
     ]
     .iter()
     .filter_map(|&(name, on)| on.then_some(name))
     .collect();
+    for name in extra {
+        if !features.contains(name) {
+            features.push(name);
+        }
+    }
     if !features.is_empty() {
         cmd.args(["--features", &features.join(",")]);
     }
@@ -134,6 +158,7 @@ fn main() -> ExitCode {
         Task::Fixtures => fixtures(),
         Task::Fuzz(args) => fuzz::run(args),
         Task::SlurmTest(args) => slurm::run(&args),
+        Task::GpuCheck(args) => gpu_check::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

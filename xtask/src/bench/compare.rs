@@ -14,8 +14,7 @@ use crate::project_root;
 /// (also echoed on stdout, so that stdout holds every measurement of the run).
 pub fn run_torch(o: &Options) -> anyhow::Result<Vec<Value>> {
     let root = project_root();
-    let python = std::env::var("PYTHON")
-        .unwrap_or_else(|_| root.join(".venv/bin/python").display().to_string());
+    let python = crate::python();
     let mut cmd = Command::new(&python);
     cmd.current_dir(&root)
         .arg(root.join("tests/reference/bench_torch.py"))
@@ -27,6 +26,7 @@ pub fn run_torch(o: &Options) -> anyhow::Result<Vec<Value>> {
         .args(["--start-step", &o.start_step.to_string()])
         .args(["--matmul", &o.matmul.to_string()])
         .args(["--dtype", &o.dtype])
+        .args(["--device", &o.torch_device])
         .stdout(Stdio::piped());
     if let Some(n) = o.iters {
         cmd.args(["--iters", &n.to_string()]);
@@ -81,9 +81,14 @@ pub fn table(ours: &[Value], theirs: &[Value]) -> String {
     let pct = |g: f64| ceiling.map_or("–".into(), |c| format!("{:.0} %", 100.0 * g / c));
     let mut t = String::new();
     if let Some(r) = ours.first() {
+        // "torch 2.15.0 on cuda: NVIDIA H200"; a CPU side is named by the CPU field.
         let backend = |records: &[Value]| {
-            let b = records.first().and_then(|r| r["backend"].as_str());
-            b.unwrap_or("–").to_string()
+            let first = records.first();
+            let b = first.and_then(|r| r["backend"].as_str()).unwrap_or("–");
+            match first.and_then(|r| r["device"].as_str()) {
+                Some(d) if d != "cpu" => format!("{b} on {d}"),
+                _ => b.to_string(),
+            }
         };
         let _ = writeln!(
             t,

@@ -142,7 +142,10 @@ pub fn record(
         "latent": [s, s],
         "image": [s * f, s * f],
         "batch": batch,
-        "backend": "burn 0.22.1 flex",
+        "backend": format!("burn 0.22.1 {}", match o.device.as_str() {
+            "cpu" => "flex",
+            other => other,
+        }),
         "device": o.device,
         "dtype": o.dtype,
         "threads": o.threads(),

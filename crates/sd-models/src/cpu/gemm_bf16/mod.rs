@@ -80,8 +80,8 @@ impl Operand for bf16 {
     }
 
     fn in_place(a: &[Self], lda: usize, k: usize) -> Option<&[u32]> {
-        let aligned = a.as_ptr() as usize % std::mem::align_of::<u32>() == 0;
-        (lda % 2 == 0 && k % 2 == 0 && aligned).then(|| {
+        let aligned = (a.as_ptr() as usize).is_multiple_of(std::mem::align_of::<u32>());
+        (lda.is_multiple_of(2) && k.is_multiple_of(2) && aligned).then(|| {
             // SAFETY: `a` starts 4-byte aligned and the pairs cover its first 2·⌊len/2⌋ values;
             // every bit pattern is a valid u32; bf16 is two bytes (half's repr(transparent) u16).
             unsafe { std::slice::from_raw_parts(a.as_ptr().cast::<u32>(), a.len() / 2) }
