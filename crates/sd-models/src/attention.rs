@@ -12,7 +12,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Device, Tensor};
 
-use crate::cpu::{linear_forward, multi_head_bf16};
+use crate::cpu::{linear_forward, multi_head_bf16, multi_head_f32};
 use crate::layers::{group_norm, linear};
 use crate::unet::control::{AttentionControl, AttentionSite};
 
@@ -77,10 +77,11 @@ impl Attention {
         let v = linear_forward(&self.to_v, context);
         // Under bf16 autocast (bf16 projection weights, f32 activations) on the CPU backend.
         let autocast = self.to_q.weight.val().dtype() == DType::BF16;
-        let out = match autocast.then(|| multi_head_bf16(&q, &k, &v, self.heads)) {
-            Some(Some(out)) => out,
-            _ => multi_head(q, k, v, self.heads, self.upcast),
+        let fused = match autocast {
+            true => multi_head_bf16(&q, &k, &v, self.heads),
+            false => multi_head_f32(&q, &k, &v, self.heads),
         };
+        let out = fused.unwrap_or_else(|| multi_head(q, k, v, self.heads, self.upcast));
         linear_forward(&self.to_out, out)
     }
 

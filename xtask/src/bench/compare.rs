@@ -56,9 +56,12 @@ fn num(r: &Value, key: &str) -> f64 {
     r.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN)
 }
 
-/// The record of `component`; an op variant (`op:conv3x3-320-im2col`) matches PyTorch's op.
+/// The record of `component`; an op variant (`op:conv3x3-320-im2col`, `op:attention-self-ours`)
+/// matches PyTorch's op.
 fn find<'a>(records: &'a [Value], component: &str) -> Option<&'a Value> {
-    let base = component.trim_end_matches("-im2col");
+    let base = component
+        .trim_end_matches("-im2col")
+        .trim_end_matches("-ours");
     records
         .iter()
         .find(|r| r.get("component").and_then(Value::as_str) == Some(component))

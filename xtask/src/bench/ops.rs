@@ -114,6 +114,13 @@ impl Ops<'_> {
         self.op("attention-self", attn_flop, &mut || {
             attention(q.clone(), k.clone(), v.clone(), None, None, opts())
         })?;
+        // The same product on the UNet's path: tokens × heads·d, heads read in place.
+        let merge = |t: &Tensor<4>| t.clone().swap_dims(1, 2).reshape([B, n, C]);
+        let (qm, km, vm) = (merge(&q), merge(&k), merge(&v));
+        self.op("attention-self-ours", attn_flop, &mut || {
+            let out = cpu::multi_head_f32(&qm, &km, &vm, HEADS);
+            out.unwrap_or_else(|| qm.clone()).unsqueeze()
+        })?;
         let scale = (d as f64).powf(-0.5);
         self.op("attention-self-unfused", attn_flop, &mut || {
             let scores = q.clone().matmul(k.clone().swap_dims(2, 3)) * scale;

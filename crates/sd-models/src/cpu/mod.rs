@@ -65,7 +65,7 @@ mod view;
 
 pub use activation::{geglu, gelu, quick_gelu};
 pub use alloc::reuse_freed_memory;
-pub use attention::multi_head_bf16;
+pub use attention::{multi_head_bf16, multi_head_f32};
 pub use conv::conv2d_forward;
 pub use linear::linear_forward;
 pub use norm::group_norm_silu;
