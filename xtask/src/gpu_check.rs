@@ -7,8 +7,9 @@
 //! (`nvidia-smi` finds none) it stops, unless `--any-adapter` asks to run on whatever wgpu finds
 //! (lavapipe, say) with PyTorch on the CPU: that checks the command, not the GPU.
 
+use std::io::Read;
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
@@ -39,6 +40,10 @@ pub struct Args {
     /// Leave out the wgpu parity tests.
     #[arg(long)]
     no_tests: bool,
+    /// Seconds after which a step is stopped and reported as timed out (a GPU backend whose
+    /// device thread panicked leaves its caller waiting).
+    #[arg(long, value_name = "S", default_value_t = 900)]
+    step_timeout: u64,
     /// Run without an NVIDIA GPU: on any wgpu adapter, PyTorch on the CPU when it sees no CUDA.
     #[arg(long)]
     any_adapter: bool,
@@ -71,8 +76,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut steps = Vec::new();
     if !args.no_tests {
-        steps.push(parity("sd-models", "models", "parity::"));
-        steps.push(parity("inversion", "pipeline_parity", "on_wgpu"));
+        let limit = Duration::from_secs(args.step_timeout);
+        steps.push(parity("sd-models", "models", "parity::", limit));
+        steps.push(parity("inversion", "pipeline_parity", "on_wgpu", limit));
     }
     let mut records = Vec::new();
     for dtype in &args.dtypes {
@@ -131,34 +137,66 @@ fn torch_device() -> anyhow::Result<String> {
     })
 }
 
-/// Runs one wgpu parity test binary (the dev profile, as CI does) with `CI=1`.
-fn parity(package: &str, test: &str, filter: &str) -> Step {
+/// Runs one wgpu parity test binary of `package` (the dev profile, as CI does) with `CI=1`.
+fn parity(package: &str, test: &str, filter: &str, limit: Duration) -> Step {
     let started = Instant::now();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(project_root())
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(project_root())
         .env("CI", "1")
-        .args(["test", "--features", "wgpu", "-p", package, "--test", test])
-        .args(["--", filter])
-        .stderr(Stdio::inherit())
-        .output();
-    let outcome = match out {
-        Err(e) => Err(format!("running cargo: {e}")),
-        Ok(o) => {
-            let text = String::from_utf8_lossy(&o.stdout);
-            match (o.status.success(), test_counts(&text)) {
-                (true, Some((passed, 0))) if passed > 0 => Ok(format!("{passed} passed")),
-                (true, _) => Err("no test ran".to_string()),
-                (false, Some((passed, failed))) => Err(format!("{failed} failed, {passed} passed")),
-                (false, None) => Err(format!("cargo test failed ({})", o.status)),
-            }
-        }
+        // The workspace's feature set, as CI builds it: `-p` alone would resolve Burn's
+        // features anew and rebuild it.
+        .args(["test", "--workspace", "--features", "wgpu", "--test", test])
+        .args(["--", filter]);
+    let outcome = match run_until(cmd, limit) {
+        Err(e) => Err(format!("cargo test: {e}")),
+        Ok((status, stdout)) => match (status.success(), test_counts(&stdout)) {
+            (true, Some((passed, 0))) if passed > 0 => Ok(format!("{passed} passed")),
+            (true, _) => Err("no test ran".to_string()),
+            (false, Some((passed, failed))) => Err(format!("{failed} failed, {passed} passed")),
+            (false, None) => Err(format!("cargo test failed ({status})")),
+        },
     };
     Step {
         name: format!("wgpu parity: {package} {test} {filter}"),
         seconds: started.elapsed().as_secs_f64(),
         outcome,
     }
+}
+
+/// Runs `cmd` (stderr shown as it comes) for at most `limit`: its exit status and stdout, or why
+/// not (it could not start, or was killed at the limit).
+fn run_until(
+    mut cmd: Command,
+    limit: Duration,
+) -> Result<(std::process::ExitStatus, String), String> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut pipe = child.stdout.take().ok_or("no stdout pipe")?;
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait().map_err(|e| e.to_string())? {
+            Some(status) => break status,
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "timed out after {} s (--step-timeout)",
+                    limit.as_secs()
+                ));
+            }
+            None => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
+    Ok((status, reader.join().unwrap_or_default()))
 }
 
 /// Passed and failed tests summed over libtest's `test result:` lines.
@@ -186,16 +224,15 @@ fn bench(args: &Args, dtype: &str, torch_device: &str) -> (Step, Vec<Value>) {
         .args(["bench", "--dev", "--device", "wgpu", "--torch"])
         .args(["--torch-device", torch_device, "--dtype", dtype])
         .args(["--latent", &args.latent.to_string()])
-        .args(["--component", &args.components.join(",")])
-        .stderr(Stdio::inherit());
+        .args(["--component", &args.components.join(",")]);
     if let Some(n) = args.iters {
         cmd.args(["--iters", &n.to_string()]);
     }
-    let (outcome, records) = match cmd.output() {
-        Err(e) => (Err(format!("running bench: {e}")), Vec::new()),
-        Ok(o) => {
+    let (outcome, records) = match run_until(cmd, Duration::from_secs(args.step_timeout)) {
+        Err(e) => (Err(format!("bench: {e}")), Vec::new()),
+        Ok((status, stdout)) => {
             // Each record tagged with the run's dtype: both sides' VAE records say f32.
-            let records: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+            let records: Vec<Value> = stdout
                 .lines()
                 .filter_map(|l| serde_json::from_str::<Value>(l).ok())
                 .map(|mut r| {
@@ -203,9 +240,9 @@ fn bench(args: &Args, dtype: &str, torch_device: &str) -> (Step, Vec<Value>) {
                     r
                 })
                 .collect();
-            match o.status.success() {
+            match status.success() {
                 true => (Ok(format!("{} measurements", records.len())), records),
-                false => (Err(format!("bench failed ({})", o.status)), records),
+                false => (Err(format!("bench failed ({status})")), records),
             }
         }
     };

@@ -38,68 +38,60 @@ pub fn multi_head_f32(
     v: &Tensor<3>,
     heads: usize,
 ) -> Option<Tensor<3>> {
-    let [b, nq, c] = q.dims();
-    let [_, nk, _] = k.dims();
-    if ![q, k, v].iter().all(|t| f32_on_flex(t)) || c % heads != 0 || nq == 0 || nk == 0 {
-        return None;
-    }
-    let (hq, hk, hv) = (
-        Held::of(q.clone())?,
-        Held::of(k.clone())?,
-        Held::of(v.clone())?,
-    );
-    let (Values::F32(qs), Values::F32(ks), Values::F32(vs)) =
-        (hq.values()?, hk.values()?, hv.values()?)
-    else {
-        return None;
-    };
-    let d = c / heads;
-    let scale = (d as f32).powf(-0.5);
-    let mut out = vec![0f32; b * nq * c];
-    let dst = Shared(out.as_mut_ptr());
-    let blocks = nq.div_ceil(F32_BLOCK);
-    let simd = Simd::get();
-    (0..b * heads * blocks).into_par_iter().for_each_init(
-        || vec![0f32; F32_BLOCK * nk],
-        |scores, task| {
-            let (i, h, r0) = (
-                task / (heads * blocks),
-                task / blocks % heads,
-                task % blocks * F32_BLOCK,
-            );
-            let rows = F32_BLOCK.min(nq - r0);
-            let (qo, kv) = (i * nq * c + r0 * c + h * d, i * nk * c + h * d);
-            let s = &mut scores[..rows * nk];
-            // SAFETY: every view lies inside its buffer (rows ≤ nq − r0, columns h·d..h·d + d of
-            // c), and each task writes only its own rows × d block of `out`.
-            unsafe {
-                // scores = scale · Q Kᵀ: [rows, d] × [d, nk], Kᵀ read through K's strides.
-                product(
-                    (rows, nk, d),
-                    s.as_mut_ptr(),
-                    nk,
-                    (qs[qo..].as_ptr(), c, 1),
-                    (ks[kv..].as_ptr(), 1, c),
-                    scale,
+    heads_in_place(q, k, v, heads, |qs, ks, vs, dims| {
+        let Dims {
+            b,
+            nq,
+            nk,
+            c,
+            d,
+            scale,
+        } = dims;
+        let mut out = vec![0f32; b * nq * c];
+        let dst = Shared(out.as_mut_ptr());
+        let blocks = nq.div_ceil(F32_BLOCK);
+        let simd = Simd::get();
+        (0..b * heads * blocks).into_par_iter().for_each_init(
+            || vec![0f32; F32_BLOCK * nk],
+            |scores, task| {
+                let (i, h, r0) = (
+                    task / (heads * blocks),
+                    task / blocks % heads,
+                    task % blocks * F32_BLOCK,
                 );
-            }
-            s.chunks_exact_mut(nk)
-                .for_each(|row| simd!(simd, softmax_row(row, 1.0)));
-            unsafe {
-                // out block = P V: [rows, nk] × [nk, d].
-                product(
-                    (rows, d, nk),
-                    dst.at(qo),
-                    c,
-                    (s.as_ptr(), nk, 1),
-                    (vs[kv..].as_ptr(), c, 1),
-                    1.0,
-                );
-            }
-        },
-    );
-    let data = TensorData::new(out, [b, nq, c]);
-    Some(Tensor::from_data(data, &q.device()))
+                let rows = F32_BLOCK.min(nq - r0);
+                let (qo, kv) = (i * nq * c + r0 * c + h * d, i * nk * c + h * d);
+                let s = &mut scores[..rows * nk];
+                // SAFETY: every view lies inside its buffer (rows ≤ nq − r0, columns h·d..h·d + d of
+                // c), and each task writes only its own rows × d block of `out`.
+                unsafe {
+                    // scores = scale · Q Kᵀ: [rows, d] × [d, nk], Kᵀ read through K's strides.
+                    product(
+                        (rows, nk, d),
+                        s.as_mut_ptr(),
+                        nk,
+                        (qs[qo..].as_ptr(), c, 1),
+                        (ks[kv..].as_ptr(), 1, c),
+                        scale,
+                    );
+                }
+                s.chunks_exact_mut(nk)
+                    .for_each(|row| simd!(simd, softmax_row(row, 1.0)));
+                unsafe {
+                    // out block = P V: [rows, nk] × [nk, d].
+                    product(
+                        (rows, d, nk),
+                        dst.at(qo),
+                        c,
+                        (s.as_ptr(), nk, 1),
+                        (vs[kv..].as_ptr(), c, 1),
+                        1.0,
+                    );
+                }
+            },
+        );
+        out
+    })
 }
 
 /// `dst[m, n] (row stride ld) = beta · lhs · rhs`, operands given as (pointer, row stride, column
@@ -167,9 +159,83 @@ pub fn multi_head_bf16(
     v: &Tensor<3>,
     heads: usize,
 ) -> Option<Tensor<3>> {
+    if !super::bf16_autocast() {
+        return None;
+    }
+    heads_in_place(q, k, v, heads, |qs, ks, vs, dims| {
+        let Dims {
+            b,
+            nq,
+            nk,
+            c,
+            d,
+            scale,
+        } = dims;
+        let block = (SCORES_MAX_BYTES / (4 * nk)).clamp(1, nq.max(1));
+        let mut out = vec![0f32; b * nq * c];
+        let mut scores = vec![0f32; block * nk];
+        let mut keys = vec![bf16::ZERO; d * nk];
+        let simd = Simd::get();
+        for i in 0..b {
+            for h in 0..heads {
+                let at = |n: usize| i * n * c + h * d;
+                // Kᵀ of this head, rounded: [d, nk].
+                keys.par_chunks_mut(nk).enumerate().for_each(|(dd, row)| {
+                    for (j, x) in row.iter_mut().enumerate() {
+                        *x = bf16::from_bits(ks[at(nk) + j * c + dd].bf16_bits());
+                    }
+                });
+                let kt = Dense {
+                    b: keys.as_slice(),
+                    ld: nk,
+                    k: d,
+                };
+                let vh = Dense {
+                    b: &vs[at(nk)..],
+                    ld: c,
+                    k: nk,
+                };
+                for r0 in (0..nq).step_by(block) {
+                    let rows = block.min(nq - r0);
+                    let s = &mut scores[..rows * nk];
+                    let qa = &qs[at(nq) + r0 * c..];
+                    gemm_bf16::product((rows, nk, d), qa, c, &kt, Out::matrix(s, nk));
+                    s.par_chunks_mut(nk)
+                        .for_each(|row| simd!(simd, softmax_row(row, scale)));
+                    let o = Out::matrix(&mut out[at(nq) + r0 * c..], c);
+                    gemm_bf16::product((rows, d, nk), &*s, nk, &vh, o);
+                }
+            }
+        }
+        out
+    })
+}
+
+/// The sizes of one attention call.
+#[derive(Clone, Copy)]
+struct Dims {
+    b: usize,
+    nq: usize,
+    nk: usize,
+    c: usize,
+    d: usize,
+    /// 1/√d.
+    scale: f32,
+}
+
+/// `run(q, k, v, dims)` on the f32 values of the projections read in place, as a `[b, nq, c]`
+/// tensor; `None` unless all three are f32 on the CPU backend, non-empty, with `c` a multiple of
+/// `heads`.
+fn heads_in_place(
+    q: &Tensor<3>,
+    k: &Tensor<3>,
+    v: &Tensor<3>,
+    heads: usize,
+    run: impl FnOnce(&[f32], &[f32], &[f32], Dims) -> Vec<f32>,
+) -> Option<Tensor<3>> {
     let [b, nq, c] = q.dims();
     let [_, nk, _] = k.dims();
-    if !(super::bf16_autocast() && [q, k, v].iter().all(|t| f32_on_flex(*t))) || c % heads != 0 {
+    if ![q, k, v].iter().all(|t| f32_on_flex(t)) || c % heads != 0 || nq == 0 || nk == 0 {
         return None;
     }
     let (hq, hk, hv) = (
@@ -183,45 +249,19 @@ pub fn multi_head_bf16(
         return None;
     };
     let d = c / heads;
-    let scale = (d as f32).powf(-0.5);
-    let block = (SCORES_MAX_BYTES / (4 * nk)).clamp(1, nq.max(1));
-    let mut out = vec![0f32; b * nq * c];
-    let mut scores = vec![0f32; block * nk];
-    let mut keys = vec![bf16::ZERO; d * nk];
-    let simd = Simd::get();
-    for i in 0..b {
-        for h in 0..heads {
-            let at = |n: usize| i * n * c + h * d;
-            // Kᵀ of this head, rounded: [d, nk].
-            keys.par_chunks_mut(nk).enumerate().for_each(|(dd, row)| {
-                for (j, x) in row.iter_mut().enumerate() {
-                    *x = bf16::from_bits(ks[at(nk) + j * c + dd].bf16_bits());
-                }
-            });
-            let kt = Dense {
-                b: keys.as_slice(),
-                ld: nk,
-                k: d,
-            };
-            let vh = Dense {
-                b: &vs[at(nk)..],
-                ld: c,
-                k: nk,
-            };
-            for r0 in (0..nq).step_by(block) {
-                let rows = block.min(nq - r0);
-                let s = &mut scores[..rows * nk];
-                let qa = &qs[at(nq) + r0 * c..];
-                gemm_bf16::product((rows, nk, d), qa, c, &kt, Out::matrix(s, nk));
-                s.par_chunks_mut(nk)
-                    .for_each(|row| simd!(simd, softmax_row(row, scale)));
-                let o = Out::matrix(&mut out[at(nq) + r0 * c..], c);
-                gemm_bf16::product((rows, d, nk), &*s, nk, &vh, o);
-            }
-        }
-    }
-    let data = TensorData::new(out, [b, nq, c]);
-    Some(Tensor::from_data(data, &q.device()))
+    let dims = Dims {
+        b,
+        nq,
+        nk,
+        c,
+        d,
+        scale: (d as f32).powf(-0.5),
+    };
+    let out = run(qs, ks, vs, dims);
+    Some(Tensor::from_data(
+        TensorData::new(out, [b, nq, c]),
+        &q.device(),
+    ))
 }
 
 /// Lanes of the softmax's max and sum: float reductions only vectorise when written per lane.
