@@ -142,10 +142,7 @@ pub fn record(
         "latent": [s, s],
         "image": [s * f, s * f],
         "batch": batch,
-        "backend": format!("burn 0.22.1 {}", match o.device.as_str() {
-            "cpu" => "flex",
-            other => other,
-        }),
+        "backend": format!("burn 0.22.1 {}", o.device.replace("cpu", "flex")),
         "device": o.device,
         "dtype": o.dtype,
         "threads": o.threads(),
