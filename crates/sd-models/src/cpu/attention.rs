@@ -16,7 +16,7 @@ use super::gemm_bf16::{self, Dense, Operand, Out};
 use super::linear::Values;
 use super::math::exp;
 use super::view::Held;
-use super::{Simd, f32_on_flex};
+use super::{Shared, Simd, f32_on_flex};
 
 /// The largest block of scores (bytes) computed at once.
 const SCORES_MAX_BYTES: usize = 16 << 20;
@@ -131,19 +131,6 @@ unsafe fn product(
             false,
             gemm::Parallelism::None,
         );
-    }
-}
-
-/// The output buffer, shared by tasks that write disjoint blocks of it.
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-// SAFETY: tasks write disjoint ranges (see `multi_head_f32`), and the buffer outlives them.
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
-impl Shared {
-    fn at(self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
     }
 }
 

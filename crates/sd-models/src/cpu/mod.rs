@@ -81,6 +81,22 @@ pub(crate) fn on_flex<const D: usize>(x: &Tensor<D>) -> bool {
     x.device() == Device::flex() && !x.is_autodiff()
 }
 
+/// An f32 output buffer shared by parallel tasks, each writing its own disjoint block of it (the
+/// callers say which), while the buffer outlives them.
+#[derive(Clone, Copy)]
+pub(crate) struct Shared(pub(crate) *mut f32);
+// SAFETY: every user writes disjoint ranges from its tasks and keeps the buffer alive meanwhile
+// (`gemm_bf16::Out::holds`, `attention::multi_head_f32`).
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// The address of element `i` (a method, so that closures capture `Shared` whole).
+    pub(crate) fn at(&self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
 /// Whether `x` is an f32 tensor on the CPU backend: the element-wise kernels' domain.
 pub(crate) fn f32_on_flex<const D: usize>(x: &Tensor<D>) -> bool {
     x.dtype() == DType::F32 && on_flex(x)

@@ -31,6 +31,7 @@ use rayon::prelude::*;
 mod conv;
 mod pack;
 mod tile;
+use super::Shared;
 pub use conv::ConvColumns;
 pub use pack::{Dense, Right};
 use pack::{pack_a, pack_b};
@@ -222,20 +223,6 @@ pub fn product<A: Operand, R: Right>(
         // Re-entered on this thread (work stealing): fresh buffers.
         Err(_) => product.run(&out, &mut Vec::new(), &mut Vec::new()),
     });
-}
-
-/// The output pointer shared by the units, each writing its own rectangle.
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-// SAFETY: units write disjoint rectangles of the output (`Out::holds`).
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
-impl Shared {
-    /// The address of output element `i` (a method, so that closures capture `Shared` whole).
-    fn at(&self, i: usize) -> *mut f32 {
-        self.0.wrapping_add(i)
-    }
 }
 
 /// The operands of one product, checked by [`product`].
