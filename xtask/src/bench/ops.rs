@@ -61,8 +61,9 @@ impl Ops<'_> {
         Ok(())
     }
 
-    /// Convolutions as the models run them: burn's `Conv2d::forward` and sd-models'
-    /// `cpu::conv2d_forward` (im2col + one matmul on flex). The UNet's first and deepest blocks
+    /// Convolutions as the models run them: burn's `Conv2d::forward`, sd-models' im2col + one
+    /// matmul (`cpu::conv2d_im2col`) and `cpu::conv2d_forward` (tap products on the wide
+    /// layers). The UNet's first and deepest blocks
     /// (batch 2), then the VAE's widest layers at its image size (latent × 8, batch 1, as an edit
     /// runs them): 128 channels at full resolution, 256 at half, 512 at an eighth. Then group norm
     /// and SiLU at the VAE's 128-channel full-resolution maps, apart and fused.
@@ -86,6 +87,9 @@ impl Ops<'_> {
             let flop = 2 * (n * cin * h * w * cin * 9) as u64;
             self.op(name, flop, &mut || conv.forward(input.clone()))?;
             self.op(&format!("{name}-im2col"), flop, &mut || {
+                cpu::conv2d_im2col(&conv, input.clone())
+            })?;
+            self.op(&format!("{name}-ours"), flop, &mut || {
                 cpu::conv2d_forward(&conv, input.clone())
             })?;
         }

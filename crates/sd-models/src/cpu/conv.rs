@@ -11,10 +11,12 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::module::unfold4d;
 use burn::tensor::ops::{PadMode, UnfoldOptions};
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{DType, Tensor, TensorData};
 
-use super::implicit_conv::conv2d_bf16;
-use super::{bf16_autocast, on_flex};
+use super::implicit_conv::{bias_values, conv2d_bf16};
+use super::linear::Values;
+use super::view::Held;
+use super::{bf16_autocast, on_flex, tap_conv};
 
 /// The largest im2col matrix (bytes) [`conv2d_forward`] builds at once: larger outputs are computed
 /// in bands of rows, each band's matrix at most this size.
@@ -36,7 +38,10 @@ pub fn conv2d_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         return y;
     }
     match explicit_padding(conv, &x) {
-        Some(padding) => im2col_conv(conv, x, padding),
+        Some(padding) => match tap_products(conv, &x, padding) {
+            Some(y) => y,
+            None => im2col_conv(conv, x, padding),
+        },
         None => {
             // Autocast weights beside f32 activations, in a convolution no kernel here covers.
             let (xdtype, wdtype) = (x.dtype(), conv.weight.val().dtype());
@@ -46,6 +51,43 @@ pub fn conv2d_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
             conv.forward(x)
         }
     }
+}
+
+/// `conv2d_forward` without the tap products: im2col wherever it applies (the bench's A/B).
+pub fn conv2d_im2col(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    match explicit_padding(conv, &x) {
+        Some(padding) if !autocast(conv, &x) => im2col_conv(conv, x, padding),
+        _ => conv2d_forward(conv, x),
+    }
+}
+
+/// An f32 stride-1 convolution wide enough for [`tap_conv`]'s products; `None` for any other.
+fn tap_products(
+    conv: &Conv2d,
+    x: &Tensor<4>,
+    padding: (usize, usize, usize, usize),
+) -> Option<Tensor<4>> {
+    let xdims @ [b, _, h, w] = x.dims();
+    let wdims @ [cout, _, kh, kw] = conv.weight.dims();
+    let (top, left, bottom, right) = padding;
+    let (ho, wo) = (h + top + bottom + 1 - kh, w + left + right + 1 - kw);
+    if conv.stride != [1, 1] || !tap_conv::worth_it([kh, kw], wo) {
+        return None;
+    }
+    let (weight, input) = (Held::of(conv.weight.val())?, Held::of(x.clone())?);
+    let (Values::F32(weight), Values::F32(x_values)) = (weight.values()?, input.values()?) else {
+        return None;
+    };
+    let bias = bias_values(conv);
+    let operands = tap_conv::Operands {
+        weight,
+        wdims,
+        x: x_values,
+        xdims,
+    };
+    let y = tap_conv::conv(&operands, padding, bias.as_deref());
+    let data = TensorData::new(y, [b, cout, ho, wo]);
+    Some(Tensor::from_data(data, &x.device()))
 }
 
 /// Whether `conv` on `x` runs under bf16 autocast: a bf16 weight on the CPU backend.

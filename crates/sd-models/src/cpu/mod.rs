@@ -7,8 +7,9 @@
 //! AVX-512, and `simd!` picks one by run-time CPU feature detection ([`Simd`]); one binary serves
 //! every x86-64 CPU, and `DDIM_EDIT_SIMD=avx2|scalar` forces a lower path (A/B runs, tests).
 //!
-//! - [`conv`]: 2-D convolution as banded im2col matrix products (f32), or as implicit-GEMM bf16
-//!   products under bf16 autocast (`implicit_conv`);
+//! - [`conv`]: 2-D convolution as implicit-GEMM products over shifted views of the padded input
+//!   (f32, stride 1, wide layers: `tap_conv`), as banded im2col matrix products (other f32), or as
+//!   implicit-GEMM bf16 products under bf16 autocast (`implicit_conv`);
 //! - [`upsample_conv`]: nearest 2× upsampling then a 3×3 convolution, in four phases;
 //! - [`norm`]: group norm + SiLU in one pass;
 //! - [`activation`]: GEGLU, exact GELU, quick GELU;
@@ -60,13 +61,14 @@ pub mod linear;
 mod math;
 pub mod norm;
 mod simd;
+mod tap_conv;
 pub mod upsample_conv;
 mod view;
 
 pub use activation::{geglu, gelu, quick_gelu};
 pub use alloc::reuse_freed_memory;
 pub use attention::{multi_head_bf16, multi_head_f32};
-pub use conv::conv2d_forward;
+pub use conv::{conv2d_forward, conv2d_im2col};
 pub use linear::linear_forward;
 pub use norm::group_norm_silu;
 pub use simd::{SIMD_ENV, Simd, bf16_autocast};
