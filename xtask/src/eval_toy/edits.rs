@@ -258,7 +258,9 @@ impl<'a> Edits<'a> {
             "edit": kind, "method": method.name(), "scenes": v.len(),
             "steps": o.steps, "start_step": options.start_step, "guidance": o.guidance, "seed": o.seed,
             "inversion_guidance": options.inversion_guidance,
-            "success": pick(|s| s.success), "mask_iou": pick(|s| s.iou),
+            // The round trip edits nothing: no success to score but the unchanged caption's.
+            "success": (method != Method::Vae || kind == "none").then(|| pick(|s| s.success)),
+            "mask_iou": pick(|s| s.iou),
             "mask_iou_small": (!small_iou.is_empty()).then(|| mean(&small_iou)), "small_scenes": small_iou.len(),
             "exact_edit_mask_iou": mean(exact),
             "psnr_outside_db": pick(|s| s.psnr_outside),

@@ -1,4 +1,4 @@
-//! The three ways of editing that eval-toy compares, at equal settings (N, k, guidance), and the
+//! The ways of editing that eval-toy compares, at equal settings (N, k, guidance), and the
 //! reconstruction (invert, then sample back with the same caption).
 
 use burn::tensor::{Tensor, TensorData};
@@ -37,6 +37,10 @@ pub enum Method {
     /// Null-text inversion with Prompt-to-Prompt (the paper's combination).
     #[value(name = "null-text+p2p")]
     NullTextP2p,
+    /// No edit: the photo encoded and decoded by the VAE. Every method's output passes through
+    /// the decoder, so its IoU and PSNRs bound what any of them can keep.
+    #[value(name = "vae")]
+    Vae,
 }
 
 impl Method {
@@ -52,6 +56,7 @@ impl Method {
             Method::DirectP2p => "direct+p2p",
             Method::NullText => "null-text",
             Method::NullTextP2p => "null-text+p2p",
+            Method::Vae => "vae round trip (the ceiling)",
         }
     }
 
@@ -77,7 +82,7 @@ impl Method {
             Method::DirectP2p => (Inversion::Direct, p2p()),
             Method::NullText => (Inversion::NullText, None),
             Method::NullTextP2p => (Inversion::NullText, p2p()),
-            Method::Img2Img | Method::Tutorial => (Inversion::Ddim, None),
+            Method::Img2Img | Method::Tutorial | Method::Vae => (Inversion::Ddim, None),
         };
         EditOptions {
             inversion,
@@ -120,6 +125,10 @@ pub fn edit(
             let noise = gaussian(seed, dims.iter().product());
             let noise = Tensor::<4>::from_data(TensorData::new(noise, dims), p.device());
             x0 * a.sqrt() + noise * (1.0 - a).sqrt()
+        }
+        Method::Vae => {
+            let x0 = p.encode(x, &NoProgress)?;
+            return Ok(tensor_to_image(p.decode(x0, &NoProgress)?)?);
         }
         Method::Tutorial => {
             let x0 = p.encode(x, &NoProgress)?;

@@ -64,10 +64,12 @@ fn edits(report: &Value) -> String {
     for r in rows(&report["edits"]) {
         let _ = writeln!(
             t,
-            "| {} | {} | {:.0} % | {:.3} | {} | {:.2} | {:.2} | {:.0} | {:.2} |",
+            "| {} | {} | {} | {:.3} | {} | {:.2} | {:.2} | {:.0} | {:.2} |",
             r["edit"].as_str().unwrap_or("?"),
             r["method"].as_str().unwrap_or("?"),
-            100.0 * num(&r["success"]),
+            r["success"]
+                .as_f64()
+                .map_or("–".to_string(), |v| format!("{:.0} %", 100.0 * v)),
             num(&r["mask_iou"]),
             r["mask_iou_small"]
                 .as_f64()
