@@ -163,7 +163,8 @@ mod tests {
     use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
     /// Against Burn's convolution: square and asymmetric padding, unpadded, non-square images, a
-    /// batch of three, 1×3 and 3×3 kernels, and bands smaller than the output.
+    /// batch of three, 1×3 and 3×3 kernels, images as narrow as the kernel, and bands smaller than
+    /// the output.
     #[test]
     fn tap_products_match_burns_conv() {
         let device = Device::flex();
@@ -172,6 +173,8 @@ mod tests {
             ([2, 3, 6, 11], [2, 3, 3, 3], (0, 0, 0, 0)),
             ([1, 4, 5, 8], [6, 4, 3, 3], (0, 1, 1, 0)),
             ([2, 2, 4, 6], [3, 2, 1, 3], (0, 1, 0, 1)),
+            ([1, 2, 4, 3], [2, 2, 3, 3], (0, 0, 0, 0)),
+            ([2, 3, 3, 2], [2, 3, 1, 3], (0, 1, 0, 0)),
         ];
         for (xdims, wdims, padding) in cases {
             let x = Tensor::<4>::random(xdims, Distribution::Normal(0.0, 1.0), &device);
