@@ -62,11 +62,11 @@ impl Ops<'_> {
     }
 
     /// Convolutions as the models run them: burn's `Conv2d::forward`, sd-models' im2col + one
-    /// matmul (`cpu::conv2d_im2col`) and `cpu::conv2d_forward` (tap products on the wide
-    /// layers). The UNet's first and deepest blocks
-    /// (batch 2), then the VAE's widest layers at its image size (latent × 8, batch 1, as an edit
-    /// runs them): 128 channels at full resolution, 256 at half, 512 at an eighth. Then group norm
-    /// and SiLU at the VAE's 128-channel full-resolution maps, apart and fused.
+    /// matmul (`cpu::conv2d_im2col`) and `cpu::conv2d_forward` (tap products on the wide layers).
+    /// The UNet's first and deepest blocks (batch 2), then the VAE's widest layers at its image
+    /// size (latent × 8, batch 1, as an edit runs them): 128 channels at full resolution, 256 at
+    /// half, 512 at an eighth. Then group norm and SiLU at the VAE's 128-channel full-resolution
+    /// maps, apart and fused.
     fn convolutions(&mut self, s: usize) -> anyhow::Result<()> {
         let device = self.device;
         let (cd, sd) = (1280, s.div_ceil(4));
