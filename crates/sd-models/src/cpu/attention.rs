@@ -75,8 +75,11 @@ pub fn multi_head_f32(
                         scale,
                     );
                 }
-                s.chunks_exact_mut(nk)
-                    .for_each(|row| simd!(simd, softmax_row(row, 1.0)));
+                // Unnormalised: each output row is divided by its sum after the product.
+                let mut inv = [0f32; F32_BLOCK];
+                for (row, inv) in s.chunks_exact_mut(nk).zip(&mut inv) {
+                    *inv = simd!(simd, exp_row(row, 1.0));
+                }
                 unsafe {
                     // out block = P V: [rows, nk] × [nk, d].
                     product(
@@ -87,6 +90,10 @@ pub fn multi_head_f32(
                         (vs[kv..].as_ptr(), c, 1),
                         1.0,
                     );
+                    for (r, &inv) in inv[..rows].iter().enumerate() {
+                        let o = std::slice::from_raw_parts_mut(dst.at(qo + r * c), d);
+                        o.iter_mut().for_each(|x| *x *= inv);
+                    }
                 }
             },
         );
@@ -161,6 +168,7 @@ pub fn multi_head_bf16(
         let block = (SCORES_MAX_BYTES / (4 * nk)).clamp(1, nq.max(1));
         let mut out = vec![0f32; b * nq * c];
         let mut scores = vec![0f32; block * nk];
+        let mut inv = vec![0f32; block];
         let mut keys = vec![bf16::ZERO; d * nk];
         let simd = Simd::get();
         for i in 0..b {
@@ -188,9 +196,11 @@ pub fn multi_head_bf16(
                     let qa = &qs[at(nq) + r0 * c..];
                     gemm_bf16::product((rows, nk, d), qa, c, &kt, Out::matrix(s, nk));
                     s.par_chunks_mut(nk)
-                        .for_each(|row| simd!(simd, softmax_row(row, scale)));
-                    let o = Out::matrix(&mut out[at(nq) + r0 * c..], c);
-                    gemm_bf16::product((rows, d, nk), &*s, nk, &vh, o);
+                        .zip(&mut inv[..rows])
+                        .for_each(|(row, inv)| *inv = simd!(simd, exp_row(row, scale)));
+                    let o = &mut out[at(nq) + r0 * c..];
+                    gemm_bf16::product((rows, d, nk), &*s, nk, &vh, Out::matrix(o, c));
+                    scale_rows(o, c, d, &inv[..rows]);
                 }
             }
         }
@@ -254,9 +264,17 @@ fn heads_in_place(
 /// Lanes of the softmax's max and sum: float reductions only vectorise when written per lane.
 const LANES: usize = 16;
 
-/// `row ← softmax(row · scale)` in place, in f32.
+/// Row `r` of the `[rows, d]` block of `out` (row stride `ld`) times `inv[r]`: the softmax's
+/// division, applied to the output's d values instead of the nk probabilities.
+fn scale_rows(out: &mut [f32], ld: usize, d: usize, inv: &[f32]) {
+    for (r, &inv) in inv.iter().enumerate() {
+        out[r * ld..r * ld + d].iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
+/// `row ← exp((row − max row) · scale)` in place, in f32; returns 1 / the sum of the new row.
 #[inline(always)]
-fn softmax_row(row: &mut [f32], scale: f32) {
+fn exp_row(row: &mut [f32], scale: f32) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; LANES];
     let mut chunks = row.chunks_exact(LANES);
     for c in &mut chunks {
@@ -282,8 +300,7 @@ fn softmax_row(row: &mut [f32], scale: f32) {
         *x = exp((*x - max) * scale);
         sum += *x;
     }
-    let inv = 1.0 / sums.iter().fold(sum, |a, &b| a + b);
-    row.iter_mut().for_each(|x| *x *= inv);
+    1.0 / sums.iter().fold(sum, |a, &b| a + b)
 }
 
 #[cfg(test)]

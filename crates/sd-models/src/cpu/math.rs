@@ -8,9 +8,13 @@
 #[inline(always)]
 pub(super) fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.0);
-    // Round to nearest by the 1.5·2²³ trick (vectorises, unlike `f32::round`).
+    // Round to nearest by the 1.5·2²³ trick (vectorises, unlike `f32::round`): t = 1.5·2²³ + n
+    // exactly, so n is also the difference of the bit patterns. No float-to-int conversion: `as
+    // i32` saturates, which the compiler does one lane at a time.
     const MAGIC: f32 = 12_582_912.0;
-    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC;
+    let ni = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
     // ln 2 split in two so that n·ln2 is exact enough.
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
     let p = 1.0
@@ -19,7 +23,7 @@ pub(super) fn exp(x: f32) -> f32 {
                 + r * (0.166_666_67
                     + r * (0.041_666_668
                         + r * (0.008_333_334 + r * (0.001_388_889 + r * 0.000_198_412_7))))));
-    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    p * f32::from_bits(((ni + 127) << 23) as u32)
 }
 
 /// x·sigmoid(x).

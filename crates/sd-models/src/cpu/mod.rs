@@ -28,11 +28,11 @@ macro_rules! simd {
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2")]
-            unsafe fn avx512(f: impl FnOnce()) {
+            unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
                 f()
             }
             #[target_feature(enable = "avx2")]
-            unsafe fn avx2(f: impl FnOnce()) {
+            unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
                 f()
             }
             match $simd {
