@@ -90,6 +90,7 @@ pub fn multi_head_f32(
                         (vs[kv..].as_ptr(), c, 1),
                         1.0,
                     );
+                    // Row by row: the other heads' tasks write the columns between them.
                     for (r, &inv) in inv[..rows].iter().enumerate() {
                         let o = std::slice::from_raw_parts_mut(dst.at(qo + r * c), d);
                         o.iter_mut().for_each(|x| *x *= inv);

@@ -75,6 +75,16 @@ mod tests {
                 "exp({x}) = {got}, std {want}"
             );
         }
+        // The clamp's ends (2⁻¹²⁶ and 2¹²⁷ are the extreme scales) and NaN, which the exponent
+        // read from the float's bits must not turn into a number.
+        for x in [-87.3f32, 88.0] {
+            let (got, want) = (exp(x), x.exp());
+            assert!(
+                ((got - want) / want).abs() < 3.0 * f32::EPSILON,
+                "exp({x}) = {got}"
+            );
+        }
+        assert!(exp(f32::NAN).is_nan() && exp(-f32::NAN).is_nan());
         // Python's math.erf at a few points, and libm's f64 erf on a dense grid.
         for (x, want) in [
             (0.1f32, 0.112_462_916_018_284_9f64),
