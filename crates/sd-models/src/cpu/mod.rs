@@ -5,7 +5,8 @@
 //! Burn's own op, so another backend's path is plainly `conv.forward(x)`, `silu(norm.forward(x))`,
 //! …. Kernels that are plain loops are compiled three times, for the baseline target, AVX2 and
 //! AVX-512, and `simd!` picks one by run-time CPU feature detection ([`Simd`]); one binary serves
-//! every x86-64 CPU, and `DDIM_EDIT_SIMD=avx2|scalar` forces a lower path (A/B runs, tests).
+//! every x86-64 CPU, and `DDIM_EDIT_SIMD=avx512|avx2|scalar` forces a lower path (A/B runs,
+//! tests; `avx512` keeps the bf16 products off the AMX tiles).
 //!
 //! - [`conv`]: 2-D convolution as implicit-GEMM products over shifted views of the padded input
 //!   (f32, stride 1, wide layers: `tap_conv`), as banded im2col matrix products (other f32), or as
@@ -14,7 +15,7 @@
 //! - [`norm`]: group norm + SiLU in one pass;
 //! - [`activation`]: GEGLU, exact GELU, quick GELU;
 //! - [`attention`]: multi-head attention on the bf16 kernel under bf16 autocast;
-//! - [`gemm_bf16`]: bf16 matrix products with f32 accumulation (AVX512-BF16), behind
+//! - [`gemm_bf16`]: bf16 matrix products with f32 accumulation (AMX or AVX512-BF16), behind
 //!   [`linear_forward`] and the convolutions when the weights are bf16 ([`bf16_autocast`]);
 //! - `math`: the branch-free scalar `exp`/`erf` the fused kernels vectorise.
 //!
@@ -36,9 +37,11 @@ macro_rules! simd {
                 f()
             }
             match $simd {
-                // SAFETY: `Simd::Avx512` and `Simd::Avx2` are only handed out where the CPU has
-                // them (`Simd::available`).
-                $crate::cpu::Simd::Avx512 => unsafe { avx512(|| $kernel($($arg),*)) },
+                // SAFETY: `Simd::Amx`, `Simd::Avx512` and `Simd::Avx2` are only handed out where
+                // the CPU has them (`Simd::available`; AMX implies AVX-512).
+                $crate::cpu::Simd::Avx512 | $crate::cpu::Simd::Amx => {
+                    unsafe { avx512(|| $kernel($($arg),*)) }
+                }
                 $crate::cpu::Simd::Avx2 => unsafe { avx2(|| $kernel($($arg),*)) },
                 $crate::cpu::Simd::Scalar => $kernel($($arg),*),
             }

@@ -7,7 +7,7 @@
 
 use std::sync::OnceLock;
 
-/// The environment variable that caps [`Simd::get`]: `scalar`, `avx2` or `avx512`.
+/// The environment variable that caps [`Simd::get`]: `scalar`, `avx2`, `avx512` or `amx`.
 pub const SIMD_ENV: &str = "DDIM_EDIT_SIMD";
 
 /// An instruction set the kernels are compiled for, lowest first.
@@ -19,11 +19,14 @@ pub enum Simd {
     Avx2,
     /// AVX-512 F/BW/DQ/VL (16 f32 lanes).
     Avx512,
+    /// AVX-512 and the AMX-BF16 tiles (granted by the OS), which only the bf16 products use
+    /// ([`super::gemm_bf16::Kernel::Amx`]); the f32 kernels run their AVX-512 builds.
+    Amx,
 }
 
 impl Simd {
     /// Every level, lowest first.
-    pub const ALL: [Simd; 3] = [Simd::Scalar, Simd::Avx2, Simd::Avx512];
+    pub const ALL: [Simd; 4] = [Simd::Scalar, Simd::Avx2, Simd::Avx512, Simd::Amx];
 
     /// The level's name, as `DDIM_EDIT_SIMD` spells it.
     pub fn name(self) -> &'static str {
@@ -31,6 +34,7 @@ impl Simd {
             Simd::Scalar => "scalar",
             Simd::Avx2 => "avx2",
             Simd::Avx512 => "avx512",
+            Simd::Amx => "amx",
         }
     }
 
@@ -48,6 +52,7 @@ impl Simd {
                         && std::arch::is_x86_feature_detected!("avx512vl")
                         && std::arch::is_x86_feature_detected!("avx2")
                 }
+                Simd::Amx => Simd::Avx512.available() && super::gemm_bf16::amx_granted(),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -69,7 +74,10 @@ impl Simd {
         Simd::ALL
             .into_iter()
             .find(|s| s.name() == v.to_ascii_lowercase())
-            .ok_or_else(|| format!("{SIMD_ENV}={v:?}: expected one of scalar, avx2, avx512"))
+            .ok_or_else(|| {
+                let names: Vec<_> = Simd::ALL.iter().map(|s| s.name()).collect();
+                format!("{SIMD_ENV}={v:?}: expected one of {}", names.join(", "))
+            })
     }
 
     /// The highest level this CPU has, at most `cap`.
@@ -93,10 +101,11 @@ impl Simd {
 /// Whether `--dtype bf16` on the CPU backend runs as bf16 autocast: bf16 weights in every linear
 /// and convolution layer, their products in bf16 with f32 accumulation ([`super::gemm_bf16`]),
 /// everything else in f32 (as `torch.autocast("cpu", torch.bfloat16)`). That needs AVX512-BF16
-/// and the AVX-512 level; elsewhere the whole model is cast to bf16, which is slower than f32.
+/// (or AMX) and the AVX-512 level; elsewhere the whole model is cast to bf16, which is slower
+/// than f32.
 pub fn bf16_autocast() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| Simd::get() == Simd::Avx512 && super::gemm_bf16::supported())
+    *ON.get_or_init(|| Simd::get() >= Simd::Avx512 && super::gemm_bf16::Kernel::get().is_some())
 }
 
 #[cfg(test)]
@@ -107,7 +116,11 @@ mod tests {
     fn levels_parse_cap_and_fall_back() {
         assert_eq!(Simd::parse("AVX2"), Ok(Simd::Avx2));
         let e = Simd::parse("sse4").unwrap_err();
-        assert!(e.contains("DDIM_EDIT_SIMD") && e.contains("avx512"), "{e}");
+        assert!(
+            e.contains("DDIM_EDIT_SIMD") && e.contains("avx512, amx"),
+            "{e}"
+        );
+        assert_eq!(Simd::parse("amx"), Ok(Simd::Amx));
         assert_eq!(Simd::best(Some(Simd::Scalar)), Simd::Scalar);
         let best = Simd::best(None);
         assert!(best.available());

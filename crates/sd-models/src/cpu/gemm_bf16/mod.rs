@@ -1,40 +1,50 @@
-//! bf16 matrix products with f32 accumulation on AVX512-BF16 (`VDPBF16PS`): the products of
-//! `--dtype bf16` on the CPU backend ([`super::bf16_autocast`]).
+//! bf16 matrix products with f32 accumulation on AMX tiles (`TDPBF16PS`) or AVX512-BF16
+//! (`VDPBF16PS`), chosen at run time ([`Kernel::get`]): the products of `--dtype bf16` on the CPU
+//! backend ([`super::bf16_autocast`]).
 //!
 //! Why: Burn's `flex` backend converts bf16 operands to f32 on every matrix product, so bf16 ran
 //! slower than f32; `VDPBF16PS` does 32 bf16 multiply-adds per instruction, twice the f32 FMA's
-//! 16 (measured on 2 Zen 4 cores: 410 against 208 GFLOP/s of dependency-free instructions).
+//! 16 (measured on 2 Zen 4 cores: 410 against 208 GFLOP/s of dependency-free instructions), and
+//! one `TDPBF16PS` does 8192.
 //!
 //! The product is a small BLIS-style loop nest: the operands are packed into bf16 panels (f32
 //! operands rounded to nearest even on the way, so activations are converted once per product),
-//! pairs of k interleaved as the instruction reads them; an 6 × 64 register tile of f32 sums per
-//! micro-kernel call; blocks of [`KC_PAIRS`] k-pairs, rows and columns split into units of
-//! [`MC`] × [`NC`] that run in parallel, each summing into its own buffer. Packing buffers are
-//! reused per thread: fresh pages cost more than the packing itself in a VM.
+//! pairs of k interleaved as the instructions read them; per micro-kernel call a 6 × 64 register
+//! tile of f32 sums (`VDPBF16PS`) or a 32 × 32 block of four AMX tiles ([`amx`]); blocks of
+//! [`KC_PAIRS`] k-pairs, rows and columns split into units of [`MC`] × [`NC`] that run in
+//! parallel, each summing into its own buffer. Packing buffers are reused per thread: fresh pages
+//! cost more than the packing itself in a VM. A B panel's rows (64 columns of one k-pair) are
+//! both what `VDPBF16PS` reads per step and two rows of 16-column AMX B tiles, so both kernels
+//! share B's packing; AMX reads A as rows of pairs (padded to whole tiles) instead of panels.
 //!
 //! Two things a convolution needs come without copies: a row-major bf16 left operand with an even
-//! k (a layer's weight as stored) is read in place, its rows already pairs of k; and the right
-//! operand is anything that hands out k-pairs of rows ([`Right`]), so a convolution's im2col
-//! matrix is packed straight from the image ([`ConvColumns`], implicit GEMM). The output can be
-//! scattered per image ([`Out`]), so that a batch of images is one product over one read of the
-//! weight.
+//! k (a layer's weight as stored) is read in place by `VDPBF16PS`, its rows already pairs of k;
+//! and the right operand is anything that hands out k-pairs of rows ([`Right`]), so a
+//! convolution's im2col matrix is packed straight from the image ([`ConvColumns`], implicit
+//! GEMM). The output can be scattered per image ([`Out`]), so that a batch of images is one
+//! product over one read of the weight.
 //!
-//! Each output is Σ over k-pairs, in order, of `a[2p+1]·b[2p+1]` then `a[2p]·b[2p]`, added to the
-//! f32 sum one product at a time (bf16 products are exact in f32); [`reference`] computes exactly
-//! that and the tests require equality bit for bit.
+//! Each output is Σ over k-pairs, in order, of the pair's two products added to the f32 sum one
+//! at a time (bf16 products are exact in f32): the odd one first on `VDPBF16PS`, the even one
+//! first on AMX ([`Order`]). [`reference_with`] computes exactly that; the tests require
+//! equality bit for bit, and run the AMX tile program on emulated tiles on every CPU.
 
 use std::cell::RefCell;
 
 use half::bf16;
-use rayon::prelude::*;
 
+mod amx;
 mod conv;
+mod out;
 mod pack;
+mod reference;
 mod tile;
-use super::Shared;
 pub use conv::ConvColumns;
+pub use out::Out;
+use out::units;
 pub use pack::{Dense, Right};
-use pack::{pack_a, pack_b};
+use pack::{pack_a, pack_b, pack_rows};
+pub use reference::{Order, reference, reference_with};
 use tile::{Panel, tile};
 
 /// Rows of the register tile.
@@ -103,48 +113,47 @@ pub fn supported() -> bool {
     }
 }
 
-thread_local! {
-    /// Packed A and B of the products this thread starts.
-    static PACKS: RefCell<(Vec<u32>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-    /// The output buffer of the units this thread computes.
-    static UNIT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+/// A kernel that computes the products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// `VDPBF16PS` (AVX512-BF16) on 6 × 64 register tiles.
+    Avx512Bf16,
+    /// `TDPBF16PS` (AMX-BF16) on 32 × 32 blocks of tiles.
+    Amx,
+    /// The AMX tile program on tiles in memory, on every CPU (tests).
+    #[cfg(test)]
+    AmxEmulated,
 }
 
-/// Where an m × n product lands: c[i][j] at `i·ld + (j / cols)·image + j % cols`. A plain matrix
-/// is one "image" as wide as the product ([`Out::matrix`]); a convolution over a batch puts the
-/// columns of each image (`cols` = its pixels) into that image's `[cout, pixels]` block.
-pub struct Out<'a> {
-    pub c: &'a mut [f32],
-    pub ld: usize,
-    pub cols: usize,
-    pub image: usize,
-}
-
-impl<'a> Out<'a> {
-    /// A row-major matrix, rows `ld` apart.
-    pub fn matrix(c: &'a mut [f32], ld: usize) -> Out<'a> {
-        Out {
-            c,
-            ld,
-            cols: usize::MAX,
-            image: 0,
+impl Kernel {
+    /// The kernel of this process: AMX where the CPU has it, Linux grants the tile state and the
+    /// `DDIM_EDIT_SIMD` cap allows it ([`Simd::Amx`](super::Simd::Amx)); else `VDPBF16PS` where
+    /// the CPU has it; else none.
+    pub fn get() -> Option<Kernel> {
+        if super::Simd::get() >= super::Simd::Amx {
+            Some(Kernel::Amx)
+        } else {
+            supported().then_some(Kernel::Avx512Bf16)
         }
     }
 
-    fn index(&self, i: usize, j: usize) -> usize {
-        i * self.ld + (j / self.cols) * self.image + j % self.cols
+    /// The order in which the kernel adds a pair's products.
+    pub fn order(self) -> Order {
+        match self {
+            Kernel::Avx512Bf16 => Order::OddFirst,
+            _ => Order::EvenFirst,
+        }
     }
+}
 
-    /// Whether every (i, j) of an m × n product has its own place inside `c`.
-    fn holds(&self, m: usize, n: usize) -> bool {
-        let (last_row, last) = (m - 1, self.index(m - 1, n - 1));
-        let images_apart = n <= self.cols || self.image >= m * self.ld;
-        self.cols > 0
-            && self.ld >= self.cols.min(n)
-            && images_apart
-            && last < self.c.len()
-            && (n <= self.cols || self.index(last_row, (n - 1) / self.cols * self.cols - 1) < last)
-    }
+/// Whether this process may use the AMX tiles ([`Simd::Amx`](super::Simd::Amx)).
+pub(crate) fn amx_granted() -> bool {
+    amx::granted()
+}
+
+thread_local! {
+    /// Packed A and B of the products this thread starts.
+    static PACKS: RefCell<(Vec<u32>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// `c[m×n] = a[m×k] · b[k×n]` for row-major operands with leading dimensions `lda`, `ldb`, `ldc`;
@@ -179,13 +188,26 @@ pub fn matmul<A: Operand, B: Operand>(
     );
 }
 
-/// `out = a[m×k] · b[k×n]`, `a` row-major with rows `lda` apart, `b` any [`Right`] operand: with
-/// `VDPBF16PS` where the CPU has it, else [`reference_with`]'s loop (same results, slowly).
+/// `out = a[m×k] · b[k×n]`, `a` row-major with rows `lda` apart, `b` any [`Right`] operand: on
+/// [`Kernel::get`]'s kernel, or [`reference_with`]'s loop where the CPU has none (same results as
+/// `VDPBF16PS`, slowly).
 ///
 /// # Panics
 /// When `a` or `out` is shorter than the shapes say, or `out` maps two outputs to one place (a
 /// caller's bug: the shapes come from tensors).
 pub fn product<A: Operand, R: Right>(
+    mnk: (usize, usize, usize),
+    a: &[A],
+    lda: usize,
+    b: &R,
+    out: Out,
+) {
+    product_with(Kernel::get(), mnk, a, lda, b, out)
+}
+
+/// [`product`] on `kernel` (`None`: the reference loop).
+fn product_with<A: Operand, R: Right>(
+    kernel: Option<Kernel>,
     (m, n, k): (usize, usize, usize),
     a: &[A],
     lda: usize,
@@ -199,16 +221,19 @@ pub fn product<A: Operand, R: Right>(
         lda >= k && a.len() >= (m - 1) * lda + k && out.holds(m, n),
         "gemm_bf16: operands do not hold {m}×{k} · {k}×{n}"
     );
-    if k == 0 || !supported() {
-        let r = reference_with((m, n, k), a, lda, b);
-        for i in 0..m {
-            for j in 0..n {
-                let at = out.index(i, j);
-                out.c[at] = r[i * n + j];
+    let kernel = match kernel {
+        Some(kernel) if k > 0 => kernel,
+        _ => {
+            let r = reference_with(Order::OddFirst, (m, n, k), a, lda, b);
+            for i in 0..m {
+                for j in 0..n {
+                    let at = out.index(i, j);
+                    out.c[at] = r[i * n + j];
+                }
             }
+            return;
         }
-        return;
-    }
+    };
     let product = Product {
         mnk: (m, n, k),
         a,
@@ -218,14 +243,14 @@ pub fn product<A: Operand, R: Right>(
     PACKS.with(|cell| match cell.try_borrow_mut() {
         Ok(mut packs) => {
             let (pa, pb) = &mut *packs;
-            product.run(&out, pa, pb)
+            product.run(kernel, &out, pa, pb)
         }
         // Re-entered on this thread (work stealing): fresh buffers.
-        Err(_) => product.run(&out, &mut Vec::new(), &mut Vec::new()),
+        Err(_) => product.run(kernel, &out, &mut Vec::new(), &mut Vec::new()),
     });
 }
 
-/// The operands of one product, checked by [`product`].
+/// The operands of one product, checked by [`product_with`].
 struct Product<'a, A, R> {
     mnk: (usize, usize, usize),
     a: &'a [A],
@@ -234,16 +259,25 @@ struct Product<'a, A, R> {
 }
 
 impl<A: Operand, R: Right> Product<'_, A, R> {
-    /// Packs the operands (A only when it cannot be read in place) into `pa`, `pb` and computes
-    /// `out` in parallel units.
-    fn run(&self, out: &Out, pa: &mut Vec<u32>, pb: &mut Vec<u32>) {
+    /// Packs the operands into `pa`, `pb` and computes `out` on `kernel`.
+    fn run(&self, kernel: Kernel, out: &Out, pa: &mut Vec<u32>, pb: &mut Vec<u32>) {
+        match kernel {
+            Kernel::Avx512Bf16 => self.run_vdp(out, pa, pb),
+            Kernel::Amx => self.run_amx(out, pa, pb, || amx::Hardware),
+            #[cfg(test)]
+            Kernel::AmxEmulated => self.run_amx(out, pa, pb, amx::Emulated::default),
+        }
+    }
+
+    /// On `VDPBF16PS`: A packed in panels of [`MR`] rows unless it can be read in place.
+    fn run_vdp(&self, out: &Out, pa: &mut Vec<u32>, pb: &mut Vec<u32>) {
         let (m, n, k) = self.mnk;
         let kp = k.div_ceil(2);
         let in_place = A::in_place(self.a, self.lda, k);
         if in_place.is_none() {
             pack_a(self.a, self.lda, m, k, pa);
         }
-        pack_b(self.b, k, n, pb);
+        pack_b(self.b, k, n, kp, pb);
         let (pa, pb) = (&*pa, &*pb);
         // The tile's view of rows ip·MR … of A from k-pair p0.
         let panel = |ip: usize, p0: usize| match in_place {
@@ -259,96 +293,68 @@ impl<A: Operand, R: Right> Product<'_, A, R> {
                 step: MR,
             },
         };
-        let (mp, np) = (m.div_ceil(MR), n.div_ceil(NR));
-        let (mg, ng) = (MC / MR, NC / NR);
-        let units: Vec<(usize, usize)> = (0..mp.div_ceil(mg))
-            .flat_map(|i| (0..np.div_ceil(ng)).map(move |j| (i, j)))
-            .collect();
-        let shared = Shared(out.c.as_ptr().cast_mut());
-        units.par_iter().for_each(|&(ui, uj)| {
-            let (i0, i1) = (ui * mg, ((ui + 1) * mg).min(mp));
-            let (j0, j1) = (uj * ng, ((uj + 1) * ng).min(np));
-            let width = (j1 - j0) * NR;
-            let run = |buf: &mut Vec<f32>| {
-                let need = (i1 - i0) * MR * width;
-                if buf.len() < need {
-                    buf.resize(need, 0.0);
+        units(self.mnk, MR, out, |(i0, i1), (j0, j1), buf, width| {
+            for p0 in (0..kp).step_by(KC_PAIRS) {
+                let kc = KC_PAIRS.min(kp - p0);
+                for jp in j0..j1 {
+                    let bp = &pb[(jp * kp + p0) * NR..(jp * kp + p0 + kc) * NR];
+                    for ip in i0..i1 {
+                        let at = (ip - i0) * MR * width + (jp - j0) * NR;
+                        // SAFETY: supported() was checked by `Kernel::get`; the panel's rows hold
+                        // kc pairs from p0 (packed, or A's rows checked by `product_with`); the
+                        // tile at `at` spans MR rows of `width` ≥ NR floats in `buf`.
+                        unsafe { tile(panel(ip, p0), kc, bp, &mut buf[at..], width, p0 > 0) };
+                    }
                 }
-                for p0 in (0..kp).step_by(KC_PAIRS) {
-                    let kc = KC_PAIRS.min(kp - p0);
+            }
+        });
+    }
+
+    /// On AMX tiles made by `tiles`: A packed as rows of pairs, both operands' k-pairs padded
+    /// with zeros to whole tiles, rows of A to whole blocks.
+    fn run_amx<X: amx::Tiles>(
+        &self,
+        out: &Out,
+        pa: &mut Vec<u32>,
+        pb: &mut Vec<u32>,
+        tiles: impl Fn() -> X + Sync,
+    ) {
+        let (m, n, k) = self.mnk;
+        let kq = k.div_ceil(2).div_ceil(amx::KT) * amx::KT;
+        pack_rows(
+            self.a,
+            self.lda,
+            (m, k),
+            (m.div_ceil(amx::MR) * amx::MR, kq),
+            pa,
+        );
+        pack_b(self.b, k, n, kq, pb);
+        let (pa, pb) = (&*pa, &*pb);
+        units(self.mnk, amx::MR, out, |(i0, i1), (j0, j1), buf, width| {
+            let mut t = tiles();
+            // SAFETY: `Kernel::get` hands out `Kernel::Amx` only where the tile state is granted;
+            // every block below reads amx::MR packed rows of kq pairs, kc rows of a 64-wide B
+            // panel from column 0 or 32, and writes amx::MR rows of 32 floats inside `buf`.
+            unsafe {
+                t.start();
+                for p0 in (0..kq).step_by(KC_PAIRS) {
+                    let kc = KC_PAIRS.min(kq - p0);
                     for jp in j0..j1 {
-                        let bp = &pb[(jp * kp + p0) * NR..(jp * kp + p0 + kc) * NR];
-                        for ip in i0..i1 {
-                            let at = (ip - i0) * MR * width + (jp - j0) * NR;
-                            // SAFETY: supported() was checked by `product`; the panel's rows
-                            // hold kc pairs from p0 (packed, or A's rows checked by `product`);
-                            // the tile at `at` spans MR rows of `width` ≥ NR floats in `buf`.
-                            unsafe { tile(panel(ip, p0), kc, bp, &mut buf[at..], width, p0 > 0) };
+                        for half in [0, NR / 2] {
+                            let b = pb.as_ptr().add((jp * kq + p0) * NR + half);
+                            for ip in i0..i1 {
+                                let a = pa.as_ptr().add(ip * amx::MR * kq + p0);
+                                let at = (ip - i0) * amx::MR * width + (jp - j0) * NR + half;
+                                let c = buf.as_mut_ptr().add(at);
+                                amx::block(&mut t, a, kq, b, kc, c, width, p0 > 0);
+                            }
                         }
                     }
                 }
-                let (r0, c0) = (i0 * MR, j0 * NR);
-                let (h, w) = ((i1 * MR).min(m) - r0, (j1 * NR).min(n) - c0);
-                for r in 0..h {
-                    let mut j = c0;
-                    while j < c0 + w {
-                        let len = (out.cols - j % out.cols).min(c0 + w - j);
-                        // SAFETY: outputs (r0 + r, j …) are this unit's alone and inside `c`,
-                        // a run never crosses an image (`Out::holds`, checked by `product`).
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                buf.as_ptr().add(r * width + j - c0),
-                                shared.at(out.index(r0 + r, j)),
-                                len,
-                            )
-                        };
-                        j += len;
-                    }
-                }
-            };
-            UNIT.with(|cell| match cell.try_borrow_mut() {
-                Ok(mut buf) => run(&mut buf),
-                Err(_) => run(&mut Vec::new()),
-            });
+                t.end();
+            }
         });
     }
-}
-
-/// The product as the kernel computes it, one scalar at a time: operands rounded to bf16, and per
-/// output the k-pairs in order, odd product before even, each added to an f32 sum.
-pub fn reference<A: Operand, B: Operand>(
-    mnk: (usize, usize, usize),
-    a: &[A],
-    lda: usize,
-    b: &[B],
-    ldb: usize,
-) -> Vec<f32> {
-    let k = mnk.2;
-    reference_with(mnk, a, lda, &Dense { b, ld: ldb, k })
-}
-
-/// [`reference`] of any [`Right`] operand, read one k-pair at a time.
-pub fn reference_with<A: Operand, R: Right>(
-    (m, n, k): (usize, usize, usize),
-    a: &[A],
-    lda: usize,
-    b: &R,
-) -> Vec<f32> {
-    let f = |x: u32| f32::from_bits(x << 16);
-    let mut c = vec![0f32; m * n];
-    let mut pairs = vec![0u32; n];
-    for p in 0..k.div_ceil(2) {
-        b.pairs(p, 0, &mut pairs);
-        for i in 0..m {
-            for (acc, &pair) in c[i * n..(i + 1) * n].iter_mut().zip(&pairs) {
-                if 2 * p + 1 < k {
-                    *acc += f(a[i * lda + 2 * p + 1].bf16_bits() as u32) * f(pair >> 16);
-                }
-                *acc += f(a[i * lda + 2 * p].bf16_bits() as u32) * f(pair & 0xffff);
-            }
-        }
-    }
-    c
 }
 
 #[cfg(test)]

@@ -53,6 +53,22 @@ fn reserve(out: &mut Vec<u32>, len: usize) -> &mut [u32] {
     &mut out[..len]
 }
 
+/// Row `row` of A (k values) as k-pairs: (a[2p], a[2p+1]) as one u32 each, low half first, the
+/// odd k's partner zero; `dst` holds ⌈k/2⌉ or more pairs, the rest zero.
+fn row_pairs<A: Operand>(row: &[A], dst: &mut [u32]) {
+    let k = row.len();
+    let kp = k.div_ceil(2);
+    // Converted contiguously (vectorises).
+    let (whole, rest) = row.split_at(k & !1);
+    for (d, x) in dst.iter_mut().zip(whole.chunks_exact(2)) {
+        *d = x[0].bf16_bits() as u32 | ((x[1].bf16_bits() as u32) << 16);
+    }
+    if let Some(x) = rest.first() {
+        dst[kp - 1] = x.bf16_bits() as u32;
+    }
+    dst[kp..].fill(0);
+}
+
 /// A as panels of MR rows: for each k-pair p, the MR rows' (a[2p], a[2p+1]) as one u32 each
 /// (low half first); rows past m and the odd k's partner are zero.
 pub(super) fn pack_a<A: Operand>(a: &[A], lda: usize, m: usize, k: usize, out: &mut Vec<u32>) {
@@ -65,18 +81,11 @@ pub(super) fn pack_a<A: Operand>(a: &[A], lda: usize, m: usize, k: usize, out: &
             let rows = MR.min(m - i * MR);
             for r in 0..MR {
                 if r < rows {
-                    let row = &a[(i * MR + r) * lda..][..k];
-                    // Converted contiguously (vectorises), then spread MR apart.
-                    let (whole, rest) = row.split_at(k & !1);
-                    for (d, x) in pairs.iter_mut().zip(whole.chunks_exact(2)) {
-                        *d = x[0].bf16_bits() as u32 | ((x[1].bf16_bits() as u32) << 16);
-                    }
-                    if let Some(x) = rest.first() {
-                        pairs[kp - 1] = x.bf16_bits() as u32;
-                    }
+                    row_pairs(&a[(i * MR + r) * lda..][..k], &mut pairs);
                 } else if r == rows {
                     pairs.fill(0);
                 }
+                // Spread MR apart.
                 for (p, &v) in pairs.iter().enumerate() {
                     panel[p * MR + r] = v;
                 }
@@ -84,19 +93,39 @@ pub(super) fn pack_a<A: Operand>(a: &[A], lda: usize, m: usize, k: usize, out: &
         });
 }
 
-/// B as panels of NR columns: for each k-pair p, the NR columns' pairs (see [`Right::pairs`]);
-/// columns past n are zero.
-pub(super) fn pack_b<R: Right>(b: &R, k: usize, n: usize, out: &mut Vec<u32>) {
+/// A (m × k) as `rows` rows of `pairs` k-pairs each (see [`row_pairs`]), the AMX tiles' layout:
+/// rows past m and pairs past ⌈k/2⌉ are zero.
+pub(super) fn pack_rows<A: Operand>(
+    a: &[A],
+    lda: usize,
+    (m, k): (usize, usize),
+    (rows, pairs): (usize, usize),
+    out: &mut Vec<u32>,
+) {
+    reserve(out, rows * pairs)
+        .par_chunks_mut(pairs)
+        .enumerate()
+        .for_each(|(i, dst)| match i < m {
+            true => row_pairs(&a[i * lda..][..k], dst),
+            false => dst.fill(0),
+        });
+}
+
+/// B as panels of NR columns, `rows` k-pairs each (at least ⌈k/2⌉): for each k-pair p, the NR
+/// columns' pairs (see [`Right::pairs`]); columns past n and pairs past ⌈k/2⌉ are zero.
+pub(super) fn pack_b<R: Right>(b: &R, k: usize, n: usize, rows: usize, out: &mut Vec<u32>) {
     let kp = k.div_ceil(2);
-    reserve(out, n.div_ceil(NR) * kp * NR)
-        .par_chunks_mut(kp * NR)
+    reserve(out, n.div_ceil(NR) * rows * NR)
+        .par_chunks_mut(rows * NR)
         .enumerate()
         .for_each(|(j, panel)| {
             let c0 = j * NR;
             let w = NR.min(n - c0);
-            for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
+            let (pairs, padding) = panel.split_at_mut(kp * NR);
+            for (p, dst) in pairs.chunks_exact_mut(NR).enumerate() {
                 b.pairs(p, c0, &mut dst[..w]);
                 dst[w..].fill(0);
             }
+            padding.fill(0);
         });
 }

@@ -1,4 +1,4 @@
-//! The kernel against its scalar reference, and the reference against f64 sums.
+//! The kernels against their scalar reference, and the reference against f64 sums.
 use super::*;
 
 /// Uniform values in [−2, 2) from a fixed LCG.
@@ -35,32 +35,99 @@ fn rounding_matches_half() {
     assert!(f32::from_bits((f32::NAN.bf16_bits() as u32) << 16).is_nan());
 }
 
+/// The kernels this CPU runs: the reference loop, the AMX tile program on emulated tiles, and
+/// the hardware kernels it has.
+fn kernels() -> Vec<Option<Kernel>> {
+    let mut kernels = vec![None, Some(Kernel::AmxEmulated)];
+    match supported() {
+        true => kernels.push(Some(Kernel::Avx512Bf16)),
+        false => eprintln!("no AVX512-BF16 on this CPU: VDPBF16PS not tested"),
+    }
+    match amx::granted() {
+        true => kernels.push(Some(Kernel::Amx)),
+        false => eprintln!("no AMX tiles granted on this CPU: TDPBF16PS not tested"),
+    }
+    kernels
+}
+
+/// `got` from `kernel` against the reference `want` of the kernel's order: equal bit for bit,
+/// except on the AMX hardware, whose order inside one instruction Intel's manuals describe in
+/// two ways: there within the f32 summation bound of two orders of the same k exact products,
+/// 2·k·2⁻²⁴·Σ|a·b| (`abs`: that sum).
+fn assert_agrees(kernel: Option<Kernel>, got: f32, want: f32, (abs, k): (f32, usize), at: &str) {
+    if kernel == Some(Kernel::Amx) {
+        let bound = 2.0 * k as f64 * f32::EPSILON as f64 / 2.0 * abs as f64 * 1.001;
+        assert!(
+            ((got - want) as f64).abs() <= bound,
+            "{kernel:?} {at}: {got} vs {want}"
+        );
+    } else {
+        assert_eq!(
+            got.to_bits(),
+            want.to_bits(),
+            "{kernel:?} {at}: {got} vs {want}"
+        );
+    }
+}
+
 #[test]
 fn products_equal_the_scalar_reference_bit_for_bit() {
-    if !supported() {
-        eprintln!("no AVX512-BF16 on this CPU: only the reference path runs");
-    }
-    // Edges in every dimension (odd k, partial tiles and units, several k blocks), strided.
-    for (m, n, k) in [
-        (1, 1, 1),
-        (7, 70, 13),
-        (13, 130, 600),
-        (97, 129, 2),
-        (200, 64, 515),
-    ] {
-        let (lda, ldb, ldc) = (k + 3, n + 5, n + 1);
-        let a = values(m * lda, 1);
-        let b: Vec<bf16> = values(k * ldb, 2).into_iter().map(bf16::from_f32).collect();
-        let mut c = vec![f32::NAN; m * ldc];
-        matmul((m, n, k), &a, lda, &b, ldb, &mut c, ldc);
-        let want = reference((m, n, k), &a, lda, &b, ldb);
-        for i in 0..m {
-            for j in 0..n {
-                let (got, want) = (c[i * ldc + j], want[i * n + j]);
-                assert_eq!(got.to_bits(), want.to_bits(), "{m}×{n}×{k} at ({i}, {j})");
+    // Edges in every dimension (odd k, partial tiles, blocks and units, several k blocks of
+    // both kernels), strided.
+    for kernel in kernels() {
+        let order = kernel.map_or(Order::OddFirst, Kernel::order);
+        for (m, n, k) in [
+            (1, 1, 1),
+            (7, 70, 13),
+            (13, 130, 600),
+            (97, 129, 2),
+            (200, 64, 515),
+        ] {
+            let (lda, ldb, ldc) = (k + 3, n + 5, n + 1);
+            let a = values(m * lda, 1);
+            let b: Vec<bf16> = values(k * ldb, 2).into_iter().map(bf16::from_f32).collect();
+            let mut c = vec![f32::NAN; m * ldc];
+            let dense = Dense { b: &b, ld: ldb, k };
+            product_with(kernel, (m, n, k), &a, lda, &dense, Out::matrix(&mut c, ldc));
+            let want = reference_with(order, (m, n, k), &a, lda, &dense);
+            let (a_abs, b_abs): (Vec<f32>, Vec<bf16>) = (
+                a.iter().map(|x| x.abs()).collect(),
+                b.iter()
+                    .map(|x| bf16::from_bits(x.to_bits() & 0x7fff))
+                    .collect(),
+            );
+            let abs_b = Dense {
+                b: &b_abs,
+                ld: ldb,
+                k,
+            };
+            let abs = reference_with(order, (m, n, k), &a_abs, lda, &abs_b);
+            for i in 0..m {
+                for j in 0..n {
+                    let (got, want, abs) = (c[i * ldc + j], want[i * n + j], abs[i * n + j]);
+                    assert_agrees(
+                        kernel,
+                        got,
+                        want,
+                        (abs, k),
+                        &format!("{m}×{n}×{k} ({i}, {j})"),
+                    );
+                }
             }
         }
     }
+}
+
+#[test]
+fn the_kernel_of_the_process_follows_the_cpu_and_the_cap() {
+    let kernel = Kernel::get();
+    if super::super::Simd::get() >= super::super::Simd::Amx {
+        assert_eq!(kernel, Some(Kernel::Amx));
+    } else {
+        assert_eq!(kernel, supported().then_some(Kernel::Avx512Bf16));
+    }
+    assert_eq!(Kernel::Avx512Bf16.order(), Order::OddFirst);
+    assert_eq!(Kernel::Amx.order(), Order::EvenFirst);
 }
 
 #[test]
@@ -137,30 +204,43 @@ fn implicit_convolutions_equal_the_product_with_the_im2col_matrix() {
             out: [ho, wo],
             cin,
         };
-        let mut got = vec![f32::NAN; b * cout * l];
-        let out = Out {
-            c: &mut got,
-            ld: l,
-            cols: l,
-            image: cout * l,
-        };
-        product((cout, b * l, k), &weight, k, &columns, out);
-        let want = reference(
-            (cout, b * l, k),
-            &weight,
-            k,
-            &im2col(&x, dims, kernel, stride),
-            b * l,
-        );
-        for i in 0..b {
-            for co in 0..cout {
-                for p in 0..l {
-                    let (g, e) = (got[(i * cout + co) * l + p], want[co * b * l + i * l + p]);
-                    assert_eq!(
-                        g.to_bits(),
-                        e.to_bits(),
-                        "{dims:?} {kernel:?} image {i} ({co}, {p})"
-                    );
+        let abs_x: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+        let abs_w: Vec<bf16> = weight
+            .iter()
+            .map(|v| bf16::from_bits(v.to_bits() & 0x7fff))
+            .collect();
+        let plain = im2col(&x, dims, kernel, stride);
+        let abs_plain = im2col(&abs_x, dims, kernel, stride);
+        for code in kernels() {
+            let order = code.map_or(Order::OddFirst, Kernel::order);
+            let mut got = vec![f32::NAN; b * cout * l];
+            let out = Out {
+                c: &mut got,
+                ld: l,
+                cols: l,
+                image: cout * l,
+            };
+            product_with(code, (cout, b * l, k), &weight, k, &columns, out);
+            let (ld, mnk) = (b * l, (cout, b * l, k));
+            let want = reference_with(order, mnk, &weight, k, &Dense { b: &plain, ld, k });
+            let abs = reference_with(
+                order,
+                mnk,
+                &abs_w,
+                k,
+                &Dense {
+                    b: &abs_plain,
+                    ld,
+                    k,
+                },
+            );
+            for i in 0..b {
+                for co in 0..cout {
+                    for p in 0..l {
+                        let (e, s) = (co * b * l + i * l + p, (i * cout + co) * l + p);
+                        let at = format!("{dims:?} {kernel:?} image {i} ({co}, {p})");
+                        assert_agrees(code, got[s], want[e], (abs[e], k), &at);
+                    }
                 }
             }
         }
