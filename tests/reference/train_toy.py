@@ -56,25 +56,26 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E
 
 import gen_tiny_models as gtm  # noqa: E402
 import toy_shapes  # noqa: E402
+import toy_vae_ceiling  # noqa: E402
 
 ROOT = HERE.parent.parent
 TEXT_HIDDEN = 64
 
 
-def vae_config():
+def vae_config(latent_channels=4, channels=(32, 32, 64), layers=1):
     return dict(
-        in_channels=3, out_channels=3, latent_channels=4,
+        in_channels=3, out_channels=3, latent_channels=latent_channels,
         down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3,
-        block_out_channels=[32, 32, 64], layers_per_block=1, norm_num_groups=16,
+        block_out_channels=list(channels), layers_per_block=layers, norm_num_groups=16,
         sample_size=toy_shapes.SIZE, act_fn="silu",
         # Fully convolutional (no mid-block attention): trains on crops, 4× cheaper per step.
         mid_block_add_attention=False,
     )
 
 
-def unet_config():
+def unet_config(latent_channels=4):
     return dict(
-        sample_size=toy_shapes.SIZE // 4, in_channels=4, out_channels=4,
+        sample_size=toy_shapes.SIZE // 4, in_channels=latent_channels, out_channels=latent_channels,
         # Attention at 8×8 and 4×4 only: at 16×16 the attention scores dominate a CPU step.
         down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
         up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
@@ -124,12 +125,13 @@ def warmup_cosine(opt, steps, warmup):
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def train_vae(x, cov, steps, batch, seed, crop, full_fraction, presence, presence_weight, minutes, stop_at):
+def train_vae(x, cov, steps, batch, seed, crop, full_fraction, presence, presence_weight, minutes, stop_at,
+              arch):
     """The first (1 - full_fraction) of the steps see random crop×crop windows (one offset per
     batch), the rest whole images. Latent channel 0 (the posterior mean) is also pulled towards
     `presence` × the shapes' coverage of each 4×4 cell, with weight `presence_weight`."""
     torch.manual_seed(seed)
-    vae = AutoencoderKL(**vae_config())
+    vae = AutoencoderKL(**vae_config(**arch))
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     sched = warmup_cosine(opt, steps, warmup=0.05)
     g = torch.Generator().manual_seed(seed)
@@ -179,7 +181,7 @@ def tokenize(tokenizer, captions):
 
 def train_unet(lat_mean, lat_std, captions, tokenizer, scaling, steps, batch, seed, min_snr, minutes, stop_at):
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**unet_config())
+    unet = UNet2DConditionModel(**unet_config(lat_mean.shape[1]))
     # Plain matmul attention: on CPU, PyTorch's fused kernels are several times slower at these sizes.
     unet.set_attn_processor(AttnProcessor())
     tcfg = text_config()
@@ -271,6 +273,11 @@ def main():
     ap.add_argument("--vae-full", type=float, default=0.1, help="fraction of VAE steps on whole images")
     ap.add_argument("--vae-minutes", type=float, default=0, help="stop the VAE stage after this long")
     ap.add_argument("--vae-stop-at", type=int, default=0, help="stop the VAE stage after this step")
+    ap.add_argument("--vae-latent-channels", type=int, default=4)
+    ap.add_argument("--vae-channels", default="32,32,64", help="block_out_channels of the VAE")
+    ap.add_argument("--vae-layers", type=int, default=1, help="layers_per_block of the VAE")
+    ap.add_argument("--vae-only", action="store_true",
+                    help="stop after the VAE stage (its held-out round trip is printed and kept in WORK)")
     ap.add_argument("--unet-steps", type=int, default=4100)
     ap.add_argument("--unet-batch", type=int, default=32)
     ap.add_argument("--minutes", type=float, default=0, help="stop the UNet stage after this long")
@@ -289,6 +296,9 @@ def main():
 
     x, cov, captions = dataset(a.images)
     print(f"dataset: {len(x)} scenes in {time.time() - t0:.1f}s", flush=True)
+    toy_shapes.write_heldout(a.heldout, 48)
+    arch = {"latent_channels": a.vae_latent_channels, "layers": a.vae_layers,
+            "channels": [int(c) for c in a.vae_channels.split(",")]}
 
     vae_dir = a.work / "vae"
     if a.resume and (vae_dir / "config.json").is_file():
@@ -296,9 +306,17 @@ def main():
         vae_done = None
     else:
         vae, vae_done = train_vae(x, cov, a.vae_steps, a.vae_batch, a.seed, a.vae_crop, a.vae_full, a.presence,
-                                  a.presence_weight, a.vae_minutes, a.vae_stop_at)
+                                  a.presence_weight, a.vae_minutes, a.vae_stop_at, arch)
         print(f"vae: {vae_done} steps", flush=True)
         vae.save_pretrained(vae_dir, safe_serialization=True)
+    # The held-out round trip: the ceiling of every PSNR that the evaluation reports.
+    vae_heldout = toy_vae_ceiling.ceiling(vae_dir, a.heldout)
+    for k, r in sorted(vae_heldout.items()):
+        print(f"[vae] held-out {k:9} PSNR {r['psnr_db']:6.2f} dB, outside the shape {r['psnr_outside_db']:6.2f} dB",
+              flush=True)
+    (a.work / "vae-heldout.json").write_text(json.dumps(vae_heldout, indent=1) + "\n")
+    if a.vae_only:
+        return
     mean, std = encode_all(vae, x)
     scaling = 1.0 / (mean + std * torch.randn(mean.shape, generator=torch.Generator().manual_seed(a.seed))).std().item()
     print(f"latent scaling factor {scaling:.5f}", flush=True)
@@ -312,14 +330,14 @@ def main():
                                   a.unet_batch, a.seed + 1, a.min_snr, a.minutes, a.unet_stop_at)
     meta = {
         "images": a.images, "vae_steps": a.vae_steps, "vae_steps_done": vae_done, "vae_batch": a.vae_batch,
-        "vae_crop": a.vae_crop, "vae_full": a.vae_full, "presence": a.presence,
+        "vae_crop": a.vae_crop, "vae_full": a.vae_full, "vae_arch": arch, "vae_heldout": vae_heldout,
+        "presence": a.presence,
         "presence_weight": a.presence_weight, "min_snr": a.min_snr,
         "unet_steps_planned": a.unet_steps, "unet_steps_done": done, "unet_batch": a.unet_batch,
         "seed": a.seed, "threads": a.threads, "scaling_factor": scaling,
         "minutes": round((time.time() - t0) / 60, 1), "torch": torch.__version__,
     }
     write_model(a.out, vae, unet, text, scaling, meta)
-    toy_shapes.write_heldout(a.heldout, 48)
     print(json.dumps(meta), flush=True)
 
 
