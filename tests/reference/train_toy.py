@@ -6,9 +6,10 @@ writes it in the diffusers folder layout, exactly as the published SD 1.x reposi
 
 Three stages, each seeded, each leaving its result on disk before the next starts (a run cut short
 keeps what it finished; `--resume` skips stages whose output exists):
-  1. AutoencoderKL (factor 4: 64×64 px ↔ 4×16×16 latents, no mid-block attention so that it is
-     fully convolutional), L1 + MSE reconstruction + 1e-6 KL; 90 % of the steps on random 32×32
-     crops, the last 10 % on whole images; then `scaling_factor` = 1 / std of the training
+  1. AutoencoderKL (factor 4: 64×64 px ↔ 4×16×16 latents by default, `--vae-latent-channels`
+     for more; no mid-block attention so that it is fully convolutional), L1 + MSE
+     reconstruction + 1e-6 KL; 90 % of the steps on random 32×32 crops, the last 10 % on whole
+     images; then `scaling_factor` = 1 / std of the training
      latents, as SD's 0.18215 was chosen. One more term (`--presence`, `--presence-weight`) asks
      latent channel 0 to carry the shapes' coverage of each 4×4 cell, whatever their colour.
      Without it (measured on the previous toy model) the latent of a shape minus its background
@@ -19,7 +20,9 @@ keeps what it finished; `--resume` skips stages whose output exists):
      ε-prediction with SD's scaled-linear 1000-step schedule, min-SNR-5 loss weights (Hang et
      al. 2023), 10 % empty captions (for classifier-free guidance), EMA 0.999 of the weights;
      the EMA weights are saved.
-  3. The held-out scenes for the evaluation (`tests/fixtures/toy-heldout`).
+  3. The held-out scenes for the evaluation (`tests/fixtures/toy-heldout`), written first: the
+     VAE's round trip of them (`toy_vae_ceiling.py`) is printed after stage 1 and kept in
+     training.json, as the ceiling of every PSNR the evaluation reports.
 
 `--vae-minutes` and `--minutes` cap the two stages by time, `--vae-stop-at` / `--unet-stop-at` by
 step. The committed model ran with this script's defaults plus `--vae-minutes 12 --minutes 43`,
