@@ -15,7 +15,8 @@ Branches: latents [source, edit] sampled together from trajectory[N-1-k]; UNet b
   2305.16807) u = c_src in both rows.
   Without attention control, negative-prompt inversion samples the edit prompt alone with u = c_src.
 Direct inversion (Ju et al., arXiv 2310.01506): after each step the source row is set to the exact
-  inversion latent of the next timestep (trajectory[N-2-k_global], x0 after the last step).
+  inversion latent of the next timestep (trajectory[N-2-k_global], x0 after the last step), and the
+  same correction (exact - source row) is added to the edit row (the paper code's add_target variant).
 Attention control (every attention layer's probabilities computed as softmax(q k^T / sqrt(d)); only
   the conditional rows [source, edit] — the last two of the batch — are touched), at sampling step i
   of n = N - k:
@@ -265,7 +266,10 @@ def run(c):
             x = sch.step(out, t, x, eta=0.0).prev_sample
             if c["inversion"] == "direct":
                 kg = k + i
-                x[0] = traj[n - 2 - kg] if kg + 1 < n else x0[0]
+                exact = traj[n - 2 - kg] if kg + 1 < n else x0[0]
+                # The source's correction, added to the edit branch too (PnP Inversion's add_target).
+                x[1] = x[1] + (exact - x[0])
+                x[0] = exact
             x = ctl.blend(x)
         source, edited = x[:1], x[1:]
         print(f"   maps stored at {sorted(ctl.maps)} query tokens" if ctl.maps else "   no blend")

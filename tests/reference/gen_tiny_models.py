@@ -590,7 +590,7 @@ def unet_refs(unet, name, seed, hidden=TE_HIDDEN):
     out = {}
     stats = []
     for i, (b, h, w, ts) in enumerate(cases):
-        x = torch.randn((b, 4, h, w), generator=g)
+        x = torch.randn((b, unet.config.in_channels, h, w), generator=g)
         t = torch.tensor(ts, dtype=torch.int64)
         ehs = torch.randn((b, 77, hidden), generator=g)
         y = unet(x, t, encoder_hidden_states=ehs).sample
@@ -606,7 +606,7 @@ def vae_refs(vae, name, seed):
     f = 2 ** (len(vae.config.block_out_channels) - 1)
     image = torch.rand((1, 3, 16, 24), generator=g) * 2 - 1
     dist = vae.encode(image).latent_dist
-    latents = torch.randn((1, 4, 16 // f, 24 // f), generator=g)
+    latents = torch.randn((1, vae.config.latent_channels, 16 // f, 24 // f), generator=g)
     decoded = vae.decode(latents).sample
     image_sq = torch.rand((1, 3, 16, 16), generator=g) * 2 - 1
     mean_sq = vae.encode(image_sq).latent_dist.mean

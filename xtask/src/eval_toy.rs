@@ -16,6 +16,10 @@
 //!   shape edits: the new shape drawn with the old one's centre and radius), and in how many
 //!   scenes inversion or img2img keeps the higher IoU.
 //!
+//! The methods that invert sample from one inversion of each scene (`methods::Inversions`, with
+//! null-text's embeddings optimised once per scene); each edit still reports the seconds and UNet
+//! passes of doing it alone, its inversion included.
+//!
 //! Prints tables and writes every number to `--json` (default `target/eval-toy.json`).
 
 mod edits;

@@ -20,7 +20,8 @@ pub struct MethodArgs {
     /// `negative-prompt` (the source prompt's states as the unconditional branch), `null-text`
     /// (per-step unconditional states optimised by 10 Adam iterations of UNet forward + backward
     /// passes, so that guided sampling retraces the photo), `direct` (the source branch reset to
-    /// the inversion's latents every step; with --attention p2p).
+    /// the inversion's latents every step and the edit branch corrected by the same amount; with
+    /// --attention p2p).
     #[arg(long, default_value = "ddim", value_parser = parse_inversion)]
     pub inversion: Inversion,
     /// Attention control: `none` (plain prompt swap) or `p2p` (Prompt-to-Prompt: word swap for

@@ -10,7 +10,7 @@ use inversion::{EditOptions, Pipeline};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::methods::{Method, edit};
+use super::methods::{Inversions, Method, edit};
 use super::metrics::{Palette, dilate, iou, psnr, render, shape_of};
 use super::{Options, SMALL_RADIUS};
 
@@ -63,7 +63,8 @@ struct Score {
     psnr_outside: f64,
     /// Over the whole image (with edit "none": the method's reconstruction).
     psnr: f64,
-    /// UNet passes of the edit (null-text's forward + backward count once each).
+    /// UNet passes of the edit (null-text's forward + backward count once each) and its seconds,
+    /// as if it ran alone (its share of the scene's inversion counted in full).
     unet_calls: f64,
     seconds: f64,
 }
@@ -93,6 +94,8 @@ pub struct Edits<'a> {
     colour_names: Vec<String>,
     /// Which scenes have a small shape (radius ≤ [`SMALL_RADIUS`]).
     small: Vec<bool>,
+    /// Each scene's inversion, shared by the edit kinds and methods that sample from it.
+    inversions: Inversions,
 }
 
 /// Every method's scores on the scenes, the IoU an exact edit would score, and the examples.
@@ -120,6 +123,7 @@ impl<'a> Edits<'a> {
             },
             colour_names: heldout.colours.keys().cloned().collect(),
             small: scenes.iter().map(|s| s.r <= SMALL_RADIUS).collect(),
+            inversions: Inversions::default(),
         }
     }
 
@@ -183,10 +187,11 @@ impl<'a> Edits<'a> {
             let pal = self.palette(&s.background)?;
             for &method in &o.methods {
                 let seed = o.seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
-                let (calls, started) = (self.pipeline.unet_calls(), std::time::Instant::now());
-                let out = edit(
+                let (out, cost) = edit(
                     self.pipeline,
+                    &self.inversions,
                     method,
+                    i,
                     &img,
                     &s.caption,
                     &target,
@@ -194,8 +199,8 @@ impl<'a> Edits<'a> {
                     seed,
                 )?;
                 let score = Score {
-                    unet_calls: (self.pipeline.unet_calls() - calls) as f64,
-                    seconds: started.elapsed().as_secs_f64(),
+                    unet_calls: cost.unet_calls,
+                    seconds: cost.seconds,
                     ..self.score_one(kind, to, &pal, &img, &mask, &out)
                 };
                 scores

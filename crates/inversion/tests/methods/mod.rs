@@ -85,3 +85,46 @@ fn editing_methods_match_the_reference() {
         assert!(err < 2e-3, "{name}: edited latents rel err {err:e}");
     }
 }
+
+/// Direct inversion adds the source's correction to the edit branch too: with the edit prompt equal
+/// to the source, both branches stay equal and the edit ends exactly at the photo's latent x₀
+/// (PnP Inversion's `add_target`). Plain DDIM inversion does not: its reconstruction drifts, which
+/// the second assertion shows is measurable at this size. Bound 1e-5 of max |x₀|: the two branches
+/// run as rows of one batch, and the correction subtracts nearly equal f32 latents.
+#[test]
+fn direct_inversion_with_the_source_prompt_returns_the_photo() {
+    let device = Device::flex();
+    let dir = fixtures().join("models/tiny-sd1");
+    let p = Pipeline::load(&dir, &LoadOptions::new(device.clone())).unwrap();
+    let png = image::open(fixtures().join("images/sd1.png"))
+        .unwrap()
+        .to_rgb8();
+    let prompt = "a red circle on a white background";
+    let edit = |inversion: Inversion| {
+        let o = EditOptions {
+            start_step: 0,
+            inversion_guidance: 1.0,
+            inversion,
+            attention: Some(P2pOptions::default()),
+            ..EditOptions::new(8)
+        };
+        let x = image_to_tensor(&png, (16, 16), &device);
+        inversion::edit(&p, x, prompt, prompt, &o, &NoProgress).unwrap()
+    };
+    let values =
+        |t: burn::tensor::Tensor<4>| t.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+    let rel = |ours: &[f32], x0: &[f32]| {
+        let max = x0.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = ours
+            .iter()
+            .zip(x0)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        err / max
+    };
+    let out = edit(Inversion::Direct);
+    let x0 = values(out.trajectory.origin.clone().unwrap());
+    let err = rel(&values(out.latents), &x0);
+    assert!(err < 1e-5, "direct: |edit - x0| rel err {err:e}");
+    let drift = rel(&values(edit(Inversion::Ddim).latents), &x0);
+    assert!(drift > 1e-2, "ddim: |edit - x0| rel err {drift:e}");
+}
