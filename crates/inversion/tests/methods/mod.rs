@@ -112,7 +112,7 @@ fn direct_inversion_with_the_source_prompt_returns_the_photo() {
         inversion::edit(&p, x, prompt, prompt, &o, &NoProgress).unwrap()
     };
     let values =
-        |t: burn::tensor::Tensor<4>| t.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+        |t: burn::tensor::Tensor<4>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
     let rel = |ours: &[f32], x0: &[f32]| {
         let max = x0.iter().fold(0f32, |m, v| m.max(v.abs()));
         let err = ours
