@@ -7,7 +7,7 @@
 //! - Colour edits ("a red circle …" → "a blue circle …") and shape edits ("… circle …" →
 //!   "… square …"), and on request (`--edits none`) the caption kept unchanged, which measures
 //!   what a method alone loses; each by three methods at equal settings (N, k, guidance):
-//!   `inversion` (this project's edit), `img2img` (the clean latent noised to τ_k with fresh
+//!   `inversion` (the plain prompt swap), `img2img` (the clean latent noised to τ_k with fresh
 //!   noise, then the same sampler), and `tutorial` (the diffusion course notebook's indexing: all
 //!   inverse steps, then the latent one step less noisy than τ_k). Scored by pixel statistics
 //!   (see `metrics.rs`): success (the edited attribute classified as the target), IoU of the
@@ -62,7 +62,7 @@ pub struct Args {
     /// DDIM steps of the edits (as `ddim-edit edit`).
     #[arg(long, value_name = "N", default_value_t = 50)]
     steps: usize,
-    /// Start step of the edits (default 30 % of N, as `ddim-edit edit`).
+    /// Start step of the edits (default 30 % of N, as `ddim-edit edit --attention none`).
     #[arg(long, value_name = "K")]
     start_step: Option<usize>,
     /// Guidance of the edits (as `ddim-edit edit`).
@@ -71,6 +71,14 @@ pub struct Args {
     /// Guidance of the inversion (as `ddim-edit edit`).
     #[arg(long, value_name = "G", default_value_t = inversion::DEFAULT_INVERSION_GUIDANCE)]
     inversion_guidance: f64,
+    /// Fraction of the sampling steps whose cross-attention Prompt-to-Prompt replaces (as
+    /// `ddim-edit edit --cross-replace`).
+    #[arg(long, value_name = "F", default_value_t = inversion::algorithms::p2p::DEFAULT_CROSS_REPLACE)]
+    cross_replace: f64,
+    /// Fraction of the sampling steps whose self-attention Prompt-to-Prompt replaces (as
+    /// `ddim-edit edit --self-replace`).
+    #[arg(long, value_name = "F", default_value_t = inversion::algorithms::p2p::DEFAULT_SELF_REPLACE)]
+    self_replace: f64,
     /// Comma-separated edit kinds: colour, shape, none (none keeps the caption: what the method
     /// alone loses).
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_values = ["colour", "shape"],
@@ -104,6 +112,8 @@ struct Options {
     start_step: usize,
     guidance: f64,
     inversion_guidance: f64,
+    cross_replace: f64,
+    self_replace: f64,
     edits: Vec<String>,
     methods: Vec<Method>,
     recon: bool,
@@ -119,7 +129,7 @@ impl TryFrom<Args> for Options {
         let root = project_root();
         let k = a
             .start_step
-            .unwrap_or_else(|| inversion::default_start_step(a.steps));
+            .unwrap_or_else(|| inversion::plain_start_step(a.steps));
         if k + 1 >= a.steps {
             bail!(
                 "--start-step {k} leaves no step to compare (it must be below --steps {} − 1)",
@@ -139,6 +149,8 @@ impl TryFrom<Args> for Options {
             start_step: k,
             guidance: a.guidance,
             inversion_guidance: a.inversion_guidance,
+            cross_replace: a.cross_replace,
+            self_replace: a.self_replace,
             edits: a.edits,
             methods: a.methods,
             recon: !a.no_recon,

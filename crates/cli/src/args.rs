@@ -180,8 +180,9 @@ pub struct EditSettings {
     /// What the result should not look like (the unconditional branch of guidance).
     #[arg(long, default_value = "")]
     pub negative_prompt: String,
-    /// How many sampler steps to skip: higher keeps more of the input (0 = full regeneration).
-    /// Default: 30 % of --steps (15 of 50), as the course notebook's edit().
+    /// How many sampler steps to skip: higher keeps more of the input. Default: 0 with
+    /// --attention p2p (every step sampled; the source branch holds the layout), 30 % of --steps
+    /// (15 of 50) with --attention none, as the course notebook's edit().
     #[arg(long)]
     pub start_step: Option<usize>,
     /// Guidance of the inversion. 1 (unguided) keeps the layout best; 3.5 with --guidance 3.5

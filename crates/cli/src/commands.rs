@@ -15,6 +15,7 @@ use inversion::{
 };
 
 use crate::args::{Common, EditArgs, EditSettings, InvertArgs, SampleArgs};
+use crate::method::Attention;
 use crate::output::{Output, check_targets, png_bytes, write_all};
 use crate::progress::Bars;
 
@@ -209,7 +210,7 @@ pub fn sample(a: &SampleArgs) -> Result<()> {
         &[("--out", &a.out)],
         &[("--save-latents", a.save_latents.as_deref())],
     ))?;
-    let method = match a.method.method()? {
+    let method = match a.method.method(Attention::None)? {
         (Inversion::Ddim, None) => None,
         m if a.latents.is_none() => bail!(
             "--inversion {} / --attention {} edit a trajectory: give --latents (from `invert` or `edit --save-trajectory`)",
@@ -327,11 +328,11 @@ pub(crate) fn decode(
 
 /// The options of an edit from its flags, checked as far as they can be without the model.
 pub(crate) fn edit_options(common: &Common, s: &EditSettings) -> Result<EditOptions> {
+    let (inversion, attention) = s.method.method(Attention::P2p)?;
     let start_step = s
         .start_step
-        .unwrap_or_else(|| inversion::default_start_step(common.steps));
+        .unwrap_or_else(|| inversion::default_start_step(common.steps, attention.is_some()));
     inversion::check_start(common.steps, start_step).map_err(flagged)?;
-    let (inversion, attention) = s.method.method()?;
     Ok(EditOptions {
         steps: common.steps,
         start_step,

@@ -21,13 +21,14 @@ pub struct MethodArgs {
     /// (per-step unconditional states optimised by 10 Adam iterations of UNet forward + backward
     /// passes, so that guided sampling retraces the photo), `direct` (the source branch reset to
     /// the inversion's latents every step and the edit branch corrected by the same amount; with
-    /// --attention p2p).
-    #[arg(long, default_value = "ddim", value_parser = parse_inversion)]
-    pub inversion: Inversion,
+    /// --attention p2p). Default: `direct` with --attention p2p, `ddim` with --attention none.
+    #[arg(long, value_parser = parse_inversion)]
+    pub inversion: Option<Inversion>,
     /// Attention control: `none` (plain prompt swap) or `p2p` (Prompt-to-Prompt: word swap for
-    /// prompts of the same token count, refinement when words are added or removed).
-    #[arg(long, value_enum, default_value = "none")]
-    pub attention: Attention,
+    /// prompts of the same token count, refinement when words are added or removed). Default:
+    /// `p2p` for `edit` and `batch`, `none` for `sample`.
+    #[arg(long, value_enum)]
+    pub attention: Option<Attention>,
     /// Fraction of the sampling steps whose cross-attention the edit takes from the source (p2p).
     #[arg(long, default_value_t = inversion::algorithms::p2p::DEFAULT_CROSS_REPLACE, value_parser = parse_fraction)]
     pub cross_replace: f64,
@@ -46,9 +47,19 @@ pub struct MethodArgs {
 }
 
 impl MethodArgs {
-    /// The inversion and the attention options, after checking that the flags fit together.
-    pub fn method(&self) -> Result<(Inversion, Option<P2pOptions>)> {
-        if self.attention == Attention::None {
+    /// The attention control asked for, `default` when none is.
+    pub fn attention_or(&self, default: Attention) -> Attention {
+        self.attention.unwrap_or(default)
+    }
+
+    /// The inversion and the attention options, after checking that the flags fit together;
+    /// `default` is the command's attention control when --attention is not given.
+    pub fn method(&self, default: Attention) -> Result<(Inversion, Option<P2pOptions>)> {
+        let attention = self.attention_or(default);
+        let inversion = self
+            .inversion
+            .unwrap_or_else(|| inversion::default_inversion(attention == Attention::P2p));
+        if attention == Attention::None {
             let p2p_only = [
                 ("--reweight", !self.reweight.is_empty()),
                 ("--blend-words", !self.blend_words.is_empty()),
@@ -56,7 +67,7 @@ impl MethodArgs {
             if let Some((flag, _)) = p2p_only.iter().find(|(_, given)| *given) {
                 bail!("{flag} needs --attention p2p");
             }
-            return Ok((self.inversion, None));
+            return Ok((inversion, None));
         }
         let options = P2pOptions {
             cross_replace: self.cross_replace,
@@ -64,7 +75,7 @@ impl MethodArgs {
             reweight: self.reweight.clone(),
             blend_words: self.blend_words.clone(),
         };
-        Ok((self.inversion, Some(options)))
+        Ok((inversion, Some(options)))
     }
 }
 
@@ -93,5 +104,47 @@ pub(crate) fn parse_reweight(s: &str) -> Result<(String, f64), String> {
         _ => Err(format!(
             "expected WORD=FACTOR with a finite FACTOR (e.g. fluffy=2), got {s:?}"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(inversion: Option<Inversion>, attention: Option<Attention>) -> MethodArgs {
+        MethodArgs {
+            inversion,
+            attention,
+            cross_replace: inversion::algorithms::p2p::DEFAULT_CROSS_REPLACE,
+            self_replace: inversion::algorithms::p2p::DEFAULT_SELF_REPLACE,
+            reweight: Vec::new(),
+            blend_words: Vec::new(),
+        }
+    }
+
+    /// With no method flag, `edit` is Prompt-to-Prompt over direct inversion and `sample` a plain
+    /// DDIM continuation; `--attention none` alone brings `ddim` back with it.
+    #[test]
+    fn the_inversion_follows_the_attention_control_unless_named() {
+        let given = |i, a, default| args(i, a).method(default).unwrap();
+        let p2p = Some(P2pOptions::default());
+        assert_eq!(
+            given(None, None, Attention::P2p),
+            (Inversion::Direct, p2p.clone())
+        );
+        assert_eq!(given(None, None, Attention::None), (Inversion::Ddim, None));
+        let none = Some(Attention::None);
+        assert_eq!(given(None, none, Attention::P2p), (Inversion::Ddim, None));
+        let named = Some(Inversion::NullText);
+        assert_eq!(
+            given(named, None, Attention::P2p),
+            (Inversion::NullText, p2p)
+        );
+        let direct = args(Some(Inversion::Direct), none);
+        // Direct without control is refused later, by `check_method`, naming --inversion.
+        assert_eq!(
+            direct.method(Attention::P2p).unwrap(),
+            (Inversion::Direct, None)
+        );
     }
 }

@@ -27,7 +27,8 @@ pub mod words;
 pub use algorithms::branches::{Inversion, branch_conditioning, sample_branches};
 pub use algorithms::edit::{
     DEFAULT_GUIDANCE, DEFAULT_INVERSION_GUIDANCE, EditOptions, EditOutput, InversionKey,
-    check_method, default_start_step, edit, edit_from, edit_latents,
+    check_method, default_inversion, default_start_step, edit, edit_from, edit_latents,
+    plain_start_step,
 };
 pub use algorithms::invert::{extend_inversion, invert, start_latents};
 pub use algorithms::null_text::{NullEmbeddings, NullTextOptions, optimize_null_text};

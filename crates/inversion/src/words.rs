@@ -94,7 +94,7 @@ impl Alignment {
         if shared <= 2 {
             return Err(InversionError::EditOption {
                 flag: "--edit-prompt",
-                message: "shares no word with the source prompt, so its tokens cannot be aligned for a refinement (a word swap needs prompts of the same token count)".into(),
+                message: "shares no word with the source prompt, so its tokens cannot be aligned for a refinement (a word swap needs prompts of the same token count; --attention none edits by a plain prompt swap)".into(),
             });
         }
         let mut out = Self::identity(max_length);

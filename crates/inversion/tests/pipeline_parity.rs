@@ -128,7 +128,7 @@ fn run_cases(backend: &str, device: &Device, subset: &[&str]) {
             guidance: g,
             inversion_guidance: g_inv,
             negative_prompt: s("negative_prompt"),
-            ..EditOptions::new(n)
+            ..EditOptions::plain(n)
         };
         let edit = inversion::edit(
             &p,

@@ -384,7 +384,7 @@ fn edit(dir: &Path) -> (Vec<f32>, Vec<f32>) {
         guidance: 3.5,
         inversion_guidance: 3.5,
         negative_prompt: String::new(),
-        ..EditOptions::new(4)
+        ..EditOptions::plain(4)
     };
     let out = inversion::edit(
         &pipeline,

@@ -336,7 +336,7 @@ impl Bench<'_> {
             guidance: 3.5,
             inversion_guidance: 3.5,
             negative_prompt: String::new(),
-            ..EditOptions::new(n)
+            ..EditOptions::plain(n)
         };
         let run = || {
             let (source, target) = ("a puppy on the grass", "a cat on the grass");

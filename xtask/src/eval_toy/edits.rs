@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use image::RgbImage;
-use inversion::{EditOptions, Pipeline};
+use inversion::{EditOptions, P2pOptions, Pipeline};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -119,7 +119,13 @@ impl<'a> Edits<'a> {
                 guidance: o.guidance,
                 inversion_guidance: o.inversion_guidance,
                 negative_prompt: String::new(),
-                ..EditOptions::new(o.steps)
+                // The fractions of the p2p methods; each sets its own blend words.
+                attention: Some(P2pOptions {
+                    cross_replace: o.cross_replace,
+                    self_replace: o.self_replace,
+                    ..P2pOptions::default()
+                }),
+                ..EditOptions::plain(o.steps)
             },
             colour_names: heldout.colours.keys().cloned().collect(),
             small: scenes.iter().map(|s| s.r <= SMALL_RADIUS).collect(),
@@ -263,6 +269,7 @@ impl<'a> Edits<'a> {
             "edit": kind, "method": method.name(), "scenes": v.len(),
             "steps": o.steps, "start_step": options.start_step, "guidance": o.guidance, "seed": o.seed,
             "inversion_guidance": options.inversion_guidance,
+            "cross_replace": o.cross_replace, "self_replace": o.self_replace,
             // The round trip edits nothing: no success to score but the unchanged caption's.
             "success": (method != Method::Vae || kind == "none").then(|| pick(|s| s.success)),
             "mask_iou": pick(|s| s.iou),

@@ -17,7 +17,11 @@ use inversion::{
 /// The ways of editing compared.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 pub enum Method {
-    /// This project's edit.
+    /// `edit`'s defaults: Prompt-to-Prompt over direct inversion, no blend (run it with
+    /// `--start-step 0`, the default start step).
+    #[value(name = "default")]
+    Default,
+    /// The plain prompt swap (`edit --attention none`).
     #[value(name = "inversion")]
     Inversion,
     /// The clean latent noised to τ_k with fresh noise.
@@ -54,6 +58,7 @@ impl Method {
     /// The name in reports and tables.
     pub fn name(self) -> &'static str {
         match self {
+            Method::Default => "default (direct+p2p, no blend)",
             Method::Inversion => "inversion",
             Method::Img2Img => "img2img",
             Method::Tutorial => "tutorial (off by one)",
@@ -83,7 +88,7 @@ impl Method {
                 .filter(|w| !(a.contains(w) && b.contains(w)));
             Some(P2pOptions {
                 blend_words: differ.cloned().collect(),
-                ..P2pOptions::default()
+                ..o.attention.clone().unwrap_or_default()
             })
         };
         let (inversion, attention) = match self {
@@ -92,6 +97,7 @@ impl Method {
             Method::NegativePrompt => (Inversion::NegativePrompt, None),
             Method::NegativePromptP2p => (Inversion::NegativePrompt, p2p()),
             Method::DirectP2p => (Inversion::Direct, p2p()),
+            Method::Default => (Inversion::Direct, o.attention.clone()),
             Method::NullText => (Inversion::NullText, None),
             Method::NullTextP2p => (Inversion::NullText, p2p()),
             Method::Img2Img | Method::Tutorial | Method::Vae => (Inversion::Ddim, None),

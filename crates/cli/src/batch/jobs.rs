@@ -279,8 +279,11 @@ mod tests {
             (20, Some(7.5), Some((64, 32)))
         );
         assert_eq!(b.settings.start_step, Some(4));
-        assert_eq!(b.settings.method.attention, Attention::P2p);
-        assert_eq!(b.settings.method.inversion, inversion::Inversion::Direct);
+        assert_eq!(b.settings.method.attention, Some(Attention::P2p));
+        assert_eq!(
+            b.settings.method.inversion,
+            Some(inversion::Inversion::Direct)
+        );
         assert_eq!(b.settings.method.reweight, [("q".to_string(), 2.0)]);
         assert_eq!(b.settings.method.cross_replace, 0.5);
         assert_ne!(e[0].shard_key(), e[1].shard_key());

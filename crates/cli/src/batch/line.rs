@@ -60,11 +60,13 @@ pub fn merge(l: &JobLine, common: &mut Common, settings: &mut EditSettings) -> R
     }
     let method = &mut settings.method;
     if let Some(v) = &l.inversion {
-        method.inversion = parse_inversion(v).map_err(|e| format!("`inversion`: {e}"))?;
+        method.inversion = Some(parse_inversion(v).map_err(|e| format!("`inversion`: {e}"))?);
     }
     if let Some(v) = &l.attention {
-        method.attention = <Attention as clap::ValueEnum>::from_str(v, false)
-            .map_err(|_| format!("`attention`: expected \"none\" or \"p2p\", got {v:?}"))?;
+        method.attention = Some(
+            <Attention as clap::ValueEnum>::from_str(v, false)
+                .map_err(|_| format!("`attention`: expected \"none\" or \"p2p\", got {v:?}"))?,
+        );
     }
     if let Some(v) = l.cross_replace {
         method.cross_replace = named("cross_replace", parse_fraction(&v.to_string()))?;

@@ -117,6 +117,8 @@ pub fn run(a: &ServeArgs) -> Result<()> {
             steps: common.steps,
             guidance: common.guidance.unwrap_or(inversion::DEFAULT_GUIDANCE),
             inversion_guidance: inversion::DEFAULT_INVERSION_GUIDANCE,
+            attention: "p2p",
+            inversion: inversion::default_inversion(true).name(),
         },
         model: ModelFlags {
             model: common.model.clone(),

@@ -59,6 +59,9 @@ pub struct Defaults {
     pub steps: usize,
     pub guidance: f64,
     pub inversion_guidance: f64,
+    /// `edit`'s: Prompt-to-Prompt over direct inversion from step 0 (`none` → `ddim` from 30 %).
+    pub attention: &'static str,
+    pub inversion: &'static str,
 }
 
 fn bad(field: &'static str, message: impl Into<String>) -> ApiError {
@@ -111,16 +114,16 @@ impl EditRequest {
                 format!("must be in 1..={MAX_STEPS}, got {steps}"),
             ));
         }
+        let (inversion, attention) = self.method()?;
         let start_step = self
             .start_step
-            .unwrap_or_else(|| inversion::default_start_step(steps));
+            .unwrap_or_else(|| inversion::default_start_step(steps, attention.is_some()));
         if start_step >= steps {
             return Err(bad(
                 "start_step",
                 format!("must be smaller than steps {steps}, got {start_step}"),
             ));
         }
-        let (inversion, attention) = self.method()?;
         Ok(EditOptions {
             steps,
             start_step,
@@ -138,12 +141,13 @@ impl EditRequest {
 
     fn method(&self) -> Result<(Inversion, Option<P2pOptions>), ApiError> {
         let inversion = match self.inversion.as_deref() {
-            None => Inversion::Ddim,
-            Some(s) => s.parse().map_err(|e: String| bad("inversion", e))?,
+            None => None,
+            Some(s) => Some(s.parse().map_err(|e: String| bad("inversion", e))?),
         };
         let attention = match self.attention.as_deref() {
-            None | Some("none") => Attention::None,
-            Some("p2p") => Attention::P2p,
+            None => None,
+            Some("none") => Some(Attention::None),
+            Some("p2p") => Some(Attention::P2p),
             Some(other) => {
                 return Err(bad(
                     "attention",
@@ -171,7 +175,7 @@ impl EditRequest {
                 .collect(),
             blend_words: self.blend_words.clone(),
         };
-        args.method().map_err(|e| {
+        args.method(Attention::P2p).map_err(|e| {
             let message = e.to_string();
             let field = if message.starts_with("--reweight") {
                 "reweight"
@@ -234,11 +238,12 @@ pub fn command(image: &str, r: &EditRequest, o: &EditOptions, m: &ModelFlags) ->
     if !o.negative_prompt.is_empty() {
         flag("negative-prompt", o.negative_prompt.clone());
     }
-    if o.inversion != Inversion::Ddim {
-        flag("inversion", o.inversion.to_string());
-    }
+    flag("inversion", o.inversion.to_string());
+    flag(
+        "attention",
+        if o.attention.is_some() { "p2p" } else { "none" }.into(),
+    );
     if let Some(a) = &o.attention {
-        flag("attention", "p2p".into());
         flag("cross-replace", a.cross_replace.to_string());
         flag("self-replace", a.self_replace.to_string());
         for (word, factor) in &a.reweight {

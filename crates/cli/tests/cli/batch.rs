@@ -13,8 +13,9 @@ use serde_json::Value;
 use super::{TOY_EDIT, TOY_PROMPT, fixtures, run, stderr};
 
 const STEPS: &str = "10";
-/// The default start step of 10 steps: 3, so an inversion is 7 UNet calls, as is each edit.
-const CALLS: u64 = 7;
+/// The default start step (Prompt-to-Prompt over direct inversion): 0, so an inversion is 10 UNet
+/// calls, as is each edit (one call per step, the source and edit branches in one batch).
+const CALLS: u64 = 10;
 
 /// The binary with `args`, offline, with no shard set by the environment unless `env` does.
 fn batch(args: &[&str], env: &[(&str, &str)]) -> Command {
@@ -196,8 +197,8 @@ fn a_photo_is_inverted_once_for_all_its_edits_and_each_edit_equals_edit() {
             )
         })
         .collect();
-    // a: the inversion (7) and three edits (3 × 7); c: 5 sampling steps from step 5, no
-    // inversion; b: its own photo's inversion and one edit. Per edit it would be 7 + 7 each.
+    // a: the inversion (10) and three edits (3 × 10); c: 5 sampling steps from step 5, no
+    // inversion; b: its own photo's inversion and one edit. Per edit it would be 10 + 10 each.
     let expected = [("a", 4 * CALLS), ("b", 2 * CALLS), ("c", 5)];
     assert_eq!(calls, expected.map(|(id, n)| (id.to_string(), n)).into());
     let edit = |photo: &str, prompt: &str, extra: &[&str]| {

@@ -383,7 +383,7 @@ const TOY_EDIT: &str = "a blue triangle on a textured background";
 /// the example's orange triangle blue and leaves the textured background alone. Judged by pixel
 /// statistics against the scene generator's colours (`tests/reference/toy_shapes.py`) and the
 /// shape's mask: the mean colour inside the (eroded) mask is nearest to blue, and PSNR outside the
-/// (dilated) mask stays above 24 dB (measured 27.6 dB on the CPU backend; the margin covers other
+/// (dilated) mask stays above 24 dB (measured 27.2 dB on the CPU backend; the margins cover other
 /// CPUs' float rounding; `cargo xtask eval-toy` measures this over 48 held-out scenes).
 #[test]
 fn toy_model_edits_the_readme_example() {
@@ -484,12 +484,13 @@ fn toy_model_edits_the_readme_example() {
         "toy edit: shape mean colour {mean:?} ({nearest}), PSNR outside {psnr:.2} dB, mask IoU {iou:.3}"
     );
     assert_eq!(nearest, "blue", "mean colour inside the shape {mean:?}");
-    // Measured with the 8-channel toy model: 22.3 dB, IoU 0.846 (the 4-channel one before it:
-    // 27.9 dB, 0.847). The paper texture outside the triangle is what the edit redraws most:
-    // colour edits of the 12 held-out textured scenes keep 23.5 dB outside the shape on average
-    // (`cargo xtask eval-toy`, the VAE round trip 32.0), the other backgrounds 43.0.
-    assert!(psnr > 20.0, "PSNR outside the shape {psnr:.2} dB");
-    assert!(iou > 0.81, "mask IoU {iou:.3}");
+    // Measured with `edit`'s defaults (Prompt-to-Prompt over direct inversion from step 0) and
+    // the 8-channel toy model: 27.2 dB, IoU 0.791 (the plain prompt swap from step 15: 22.3 dB,
+    // 0.846). The paper texture outside the triangle is what a colour edit redraws most: over the
+    // 12 held-out textured scenes the defaults keep 27.2 dB outside the shape on average (`cargo
+    // xtask eval-toy`, the VAE round trip 32.0), the other backgrounds 49.2.
+    assert!(psnr > 24.0, "PSNR outside the shape {psnr:.2} dB");
+    assert!(iou > 0.75, "mask IoU {iou:.3}");
 }
 
 /// Outputs are checked before any compute and written all or none: a second output that cannot be

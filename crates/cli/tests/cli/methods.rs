@@ -36,14 +36,21 @@ fn editing_options_that_do_not_fit_are_clear_errors() {
     assert_edit_fails(
         &m,
         &img,
-        &["--inversion", "direct"],
+        &["--inversion", "direct", "--attention", "none"],
         "direct corrects the source branch, which only an attention-controlled edit reads",
     );
     assert_edit_fails(
         &m,
         &img,
-        &["--reweight", "blue=2"],
+        &["--attention", "none", "--reweight", "blue=2"],
         "--reweight needs --attention p2p",
+    );
+    // Prompt-to-Prompt is the default: a pair it cannot align says how to edit without it.
+    assert_edit_fails(
+        &m,
+        &img,
+        &["--edit-prompt", "one big green star"],
+        "cannot be aligned for a refinement (a word swap needs prompts of the same token count; --attention none edits by a plain prompt swap)",
     );
     assert_edit_fails(
         &m,
@@ -74,7 +81,7 @@ fn null_text_embeddings_travel_in_the_trajectory_file() {
     let path = |name: &str| dir.path().join(name).display().to_string();
     let (m, traj) = (model(), path("t.safetensors"));
     for method in [
-        &["--inversion", "null-text"][..],
+        &["--inversion", "null-text", "--attention", "none"][..],
         &["--inversion", "null-text", "--attention", "p2p"],
     ] {
         let edit = [

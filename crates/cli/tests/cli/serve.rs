@@ -248,7 +248,7 @@ fn edits_equal_the_cli_and_reuse_the_photos_inversion() {
     );
     assert!(
         command.contains(
-            "--steps 10 --start-step 3 --guidance 3.5 --inversion-guidance 1 --out edited.png"
+            "--steps 10 --start-step 3 --guidance 3.5 --inversion-guidance 1 --inversion direct --attention p2p --cross-replace 0.8 --self-replace 0.4 --out edited.png"
         ),
         "{command}"
     );

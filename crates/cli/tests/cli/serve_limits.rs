@@ -139,11 +139,11 @@ fn bad_jobs_are_json_errors_that_name_the_field() {
             "`cross_replace` must be a fraction",
         ),
         (
-            with(json!({"blend_words": ["blue"]})),
+            with(json!({"attention": "none", "blend_words": ["blue"]})),
             "`blend_words` --blend-words needs attention `p2p`",
         ),
         (
-            with(json!({"inversion": "direct"})),
+            with(json!({"inversion": "direct", "attention": "none"})),
             "direct corrects the source branch",
         ),
         (

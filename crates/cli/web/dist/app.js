@@ -36,7 +36,19 @@ async function loadInfo() {
     for (const name of info.inversions)
         select.add(new Option(name, name));
     document.documentElement.style.setProperty("--aspect", `${info.width} / ${info.height}`);
-    syncStart(Math.floor((info.defaults.steps * 3) / 10));
+    defaultInversion = info.defaults.inversion;
+    $("attention").value = info.defaults.attention;
+    syncMethod();
+}
+let defaultInversion = "direct";
+// The method's defaults, as `ddim-edit edit` takes them: with Prompt-to-Prompt, direct inversion
+// from step 0; a plain prompt swap, DDIM inversion from 30 % of the steps.
+function syncMethod() {
+    const p2p = $("attention").value === "p2p";
+    $("p2p").hidden = !p2p;
+    $("inversion").value = p2p ? defaultInversion : "ddim";
+    const steps = Math.max(1, Number(input("steps").value) || 1);
+    syncStart(p2p ? 0 : Math.floor((steps * 3) / 10));
 }
 function syncStart(value) {
     const steps = Math.max(1, Number(input("steps").value) || 1);
@@ -220,9 +232,7 @@ function wire() {
     });
     input("steps").addEventListener("input", () => syncStart());
     input("start-step").addEventListener("input", () => syncStart());
-    $("attention").addEventListener("change", () => {
-        $("p2p").hidden = $("attention").value !== "p2p";
-    });
+    $("attention").addEventListener("change", () => syncMethod());
     $("run").addEventListener("click", () => void run());
     $("cancel").addEventListener("click", () => {
         if (running)

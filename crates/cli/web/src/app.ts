@@ -3,7 +3,7 @@
 
 interface Info {
   model: string; device: string; dtype: string; width: number; height: number;
-  defaults: { steps: number; guidance: number; inversion_guidance: number };
+  defaults: { steps: number; guidance: number; inversion_guidance: number; attention: string; inversion: string };
   inversions: string[];
   limits: { max_upload_bytes: number; max_pixels: number; max_queue: number };
 }
@@ -53,7 +53,21 @@ async function loadInfo(): Promise<void> {
   const select = $<HTMLSelectElement>("inversion");
   for (const name of info.inversions) select.add(new Option(name, name));
   document.documentElement.style.setProperty("--aspect", `${info.width} / ${info.height}`);
-  syncStart(Math.floor((info.defaults.steps * 3) / 10));
+  defaultInversion = info.defaults.inversion;
+  $<HTMLSelectElement>("attention").value = info.defaults.attention;
+  syncMethod();
+}
+
+let defaultInversion = "direct";
+
+// The method's defaults, as `ddim-edit edit` takes them: with Prompt-to-Prompt, direct inversion
+// from step 0; a plain prompt swap, DDIM inversion from 30 % of the steps.
+function syncMethod(): void {
+  const p2p = $<HTMLSelectElement>("attention").value === "p2p";
+  $("p2p").hidden = !p2p;
+  $<HTMLSelectElement>("inversion").value = p2p ? defaultInversion : "ddim";
+  const steps = Math.max(1, Number(input("steps").value) || 1);
+  syncStart(p2p ? 0 : Math.floor((steps * 3) / 10));
 }
 
 function syncStart(value?: number): void {
@@ -241,9 +255,7 @@ function wire(): void {
   });
   input("steps").addEventListener("input", () => syncStart());
   input("start-step").addEventListener("input", () => syncStart());
-  $("attention").addEventListener("change", () => {
-    $("p2p").hidden = $<HTMLSelectElement>("attention").value !== "p2p";
-  });
+  $("attention").addEventListener("change", () => syncMethod());
   $("run").addEventListener("click", () => void run());
   $("cancel").addEventListener("click", () => {
     if (running) void fetch(`/api/jobs/${running}/cancel`, { method: "POST" });

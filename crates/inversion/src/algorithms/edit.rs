@@ -23,12 +23,35 @@ pub const DEFAULT_GUIDANCE: f64 = 3.5;
 /// shape's mask with IoU 0.896 this way against 0.857 when inverting at 3.5 as the notebook does.
 pub const DEFAULT_INVERSION_GUIDANCE: f64 = 1.0;
 
-/// The start step when none is given: 30 % of the N steps skipped (15 of 50), the fraction the
-/// diffusion course notebook's `edit()` uses (start step 30 of 100). Measured with the toy model
-/// (unguided inversion, guidance 3.5, README's "Editing, measured"), colour edits keep the shape's
-/// mask with IoU 0.896 from step 15 of 50, against 0.818 for img2img.
-pub fn default_start_step(steps: usize) -> usize {
+/// The start step of a plain prompt swap when none is given: 30 % of the N steps skipped (15 of
+/// 50), the fraction the diffusion course notebook's `edit()` uses (start step 30 of 100).
+/// Measured with the toy model (unguided inversion, guidance 3.5, README's "Editing, measured"),
+/// a plain swap's colour edits keep the shape's mask with IoU 0.896 from step 15 of 50, against
+/// 0.818 for img2img.
+pub fn plain_start_step(steps: usize) -> usize {
     steps * 3 / 10
+}
+
+/// The start step when none is given: 0 (every step sampled, as Prompt-to-Prompt and direct
+/// inversion are published) with attention control, whose source branch holds the layout, and
+/// [`plain_start_step`] for a plain prompt swap, which only the skipped steps keep on the photo.
+pub fn default_start_step(steps: usize, attention: bool) -> usize {
+    if attention {
+        0
+    } else {
+        plain_start_step(steps)
+    }
+}
+
+/// The inversion when none is named: `direct` with attention control (the source branch then
+/// retraces the photo exactly at no extra UNet pass), `ddim` for a plain prompt swap, which has
+/// no source branch to correct.
+pub fn default_inversion(attention: bool) -> Inversion {
+    if attention {
+        Inversion::Direct
+    } else {
+        Inversion::Ddim
+    }
 }
 
 /// Settings of an edit.
@@ -46,11 +69,23 @@ pub struct EditOptions {
 }
 
 impl EditOptions {
-    /// The defaults of `ddim-edit edit` for `steps` steps.
+    /// The defaults of `ddim-edit edit` for `steps` steps: direct inversion with Prompt-to-Prompt
+    /// from step 0, the best-scoring method of README's "Editing, measured".
     pub fn new(steps: usize) -> Self {
         Self {
+            start_step: default_start_step(steps, true),
+            inversion: default_inversion(true),
+            attention: Some(P2pOptions::default()),
+            ..Self::plain(steps)
+        }
+    }
+
+    /// The diffusion course notebook's edit for `steps` steps: DDIM inversion, then the edited
+    /// prompt alone sampled from [`plain_start_step`] (`ddim-edit edit --attention none`).
+    pub fn plain(steps: usize) -> Self {
+        Self {
             steps,
-            start_step: default_start_step(steps),
+            start_step: plain_start_step(steps),
             guidance: DEFAULT_GUIDANCE,
             inversion_guidance: DEFAULT_INVERSION_GUIDANCE,
             negative_prompt: String::new(),
@@ -268,14 +303,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_start_step_skips_thirty_percent_and_is_always_valid() {
+    fn plain_start_step_skips_thirty_percent_and_is_always_valid() {
         // The notebook's edit(): start step 30 of 100; the CLI's 50 steps: 15.
-        assert_eq!(default_start_step(100), 30);
-        assert_eq!(default_start_step(50), 15);
-        assert_eq!(default_start_step(10), 3);
-        assert_eq!(default_start_step(3), 0);
+        assert_eq!(plain_start_step(100), 30);
+        assert_eq!(plain_start_step(50), 15);
+        assert_eq!(plain_start_step(10), 3);
+        assert_eq!(plain_start_step(3), 0);
         for n in 1..=1000 {
-            assert!(check_start(n, default_start_step(n)).is_ok(), "steps {n}");
+            assert!(check_start(n, plain_start_step(n)).is_ok(), "steps {n}");
+            assert_eq!(default_start_step(n, false), plain_start_step(n));
+            assert_eq!(default_start_step(n, true), 0);
         }
+    }
+
+    /// `edit`'s defaults are a valid method: direct inversion needs the attention control.
+    #[test]
+    fn the_defaults_pair_direct_inversion_with_attention_control() {
+        let o = EditOptions::new(50);
+        assert_eq!((o.inversion, o.start_step), (Inversion::Direct, 0));
+        assert_eq!(o.attention, Some(P2pOptions::default()));
+        assert_eq!(default_inversion(false), Inversion::Ddim);
+        let plain = EditOptions::plain(50);
+        assert_eq!(
+            (plain.inversion, plain.start_step, plain.attention),
+            (Inversion::Ddim, 15, None)
+        );
     }
 }

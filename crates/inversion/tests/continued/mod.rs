@@ -53,7 +53,7 @@ fn an_edit_from_a_kept_inversion_equals_the_whole_edit() {
     let p = pipeline();
     let o = EditOptions {
         start_step: 2,
-        ..EditOptions::new(5)
+        ..EditOptions::plain(5)
     };
     let (t, whole) = edit_latents(&p, photo(&p), "a photo", "a cat", &o, &NoProgress).unwrap();
     // The kept inversion reaches start step 2; an edit from step 1 needs one more entry.
@@ -99,7 +99,7 @@ fn the_observer_sees_each_step_and_can_stop_the_run() {
     };
     let o = EditOptions {
         start_step: 1,
-        ..EditOptions::new(4)
+        ..EditOptions::plain(4)
     };
     let all = watch(usize::MAX);
     edit_latents(&p, photo(&p), "a photo", "a cat", &o, &all).unwrap();

@@ -45,7 +45,7 @@ fn options(case: &Value) -> EditOptions {
             .parse::<Inversion>()
             .unwrap(),
         attention,
-        ..EditOptions::new(n)
+        ..EditOptions::plain(n)
     }
 }
 
@@ -107,7 +107,7 @@ fn direct_inversion_with_the_source_prompt_returns_the_photo() {
             inversion_guidance: 1.0,
             inversion,
             attention: Some(P2pOptions::default()),
-            ..EditOptions::new(8)
+            ..EditOptions::plain(8)
         };
         let x = image_to_tensor(&png, (16, 16), &device);
         inversion::edit(&p, x, prompt, prompt, &o, &NoProgress).unwrap()

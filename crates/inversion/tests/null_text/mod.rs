@@ -78,7 +78,7 @@ fn null_text_matches_the_reference() {
             start_step: k,
             guidance: g,
             inversion: Inversion::NullText,
-            ..EditOptions::new(n)
+            ..EditOptions::plain(n)
         };
         let calls = p.unet_calls();
         for (prompt, want) in [
