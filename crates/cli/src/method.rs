@@ -47,15 +47,10 @@ pub struct MethodArgs {
 }
 
 impl MethodArgs {
-    /// The attention control asked for, `default` when none is.
-    pub fn attention_or(&self, default: Attention) -> Attention {
-        self.attention.unwrap_or(default)
-    }
-
     /// The inversion and the attention options, after checking that the flags fit together;
     /// `default` is the command's attention control when --attention is not given.
     pub fn method(&self, default: Attention) -> Result<(Inversion, Option<P2pOptions>)> {
-        let attention = self.attention_or(default);
+        let attention = self.attention.unwrap_or(default);
         let inversion = self
             .inversion
             .unwrap_or_else(|| inversion::default_inversion(attention == Attention::P2p));
