@@ -32,6 +32,12 @@ Attention control (every attention layer's probabilities computed as softmax(q k
     the step (and the direct correction), for i >= floor(0.2 n): take the largest q stored, reshape
     to [bh, bw], 3x3 max-pool (stride 1, pad 1), nearest-resize to the latent size, divide by the
     max, > 0.3; mask = mask_source | mask_edit; x_edit := x_src + mask (x_edit - x_src).
+  - local blend from the branches (blend_auto): d += mean over channels of |eps_edit - eps_source|
+    (the guided predictions, after the UNet pass of step i); after the step (and the direct
+    correction), for i >= floor(0.2 n): mask = d / max(d) > 0.3; x_edit := x_src + mask (x_edit - x_src).
+  - feature injection (Plug-and-Play, Tumanyan et al., arXiv 2211.12572), i < floor(feature_replace n):
+    the output of unet.up_blocks[1].resnets[1] in every edit row (1, and 3 when guided) := the
+    source row before it (0, 2).
   Word positions: the prompt split at whitespace, each word tokenized alone; its tokens follow the
   previous words' (position 0 is the start token). Words compare without case or punctuation.
 
@@ -66,6 +72,17 @@ CASES = [
          self_replace=0.5, reweight=[], blend_words=["triangle"],
          prompt="an orange triangle on a textured background",
          edit_prompt="a blue triangle on a textured background"),
+    # structure held: feature injection and the blend from the branches, direct inversion, toy model
+    dict(name="toy-features-auto", model="toy", image="images/toy.png", size=64, steps=10, start_step=0,
+         guidance=3.5, inversion="direct", attention="p2p", cross_replace=0.8, self_replace=0.4,
+         reweight=[], blend_words=[], blend_auto=True, feature_replace=0.8,
+         prompt="an orange triangle on a textured background",
+         edit_prompt="a blue triangle on a textured background"),
+    # the same unguided (a batch of two rows), DDIM inversion, tiny SD1 model
+    dict(name="sd1-features-auto", model="tiny-sd1", image="images/sd1.png", size=16, steps=10,
+         start_step=2, guidance=1.0, inversion="ddim", attention="p2p", cross_replace=0.8,
+         self_replace=0.4, reweight=[], blend_words=[], blend_auto=True, feature_replace=0.5,
+         prompt="a red circle on a white background", edit_prompt="a blue circle on a white background"),
     # negative-prompt inversion without attention control
     dict(name="toy-npi", model="toy", image="images/toy.png", size=64, steps=10, start_step=3,
          guidance=3.5, inversion="negative-prompt", attention="none", cross_replace=0.8,
@@ -254,6 +271,17 @@ def run(c):
         assert float((got - want).abs().max()) < 1e-5 * float(want.abs().max()), "processor"
         ctl = Controller(tok, c, n - k)
         unet.set_attn_processor(Processor(ctl, tuple(x0.shape[2:])))
+        feature_steps = int(c.get("feature_replace", 0.0) * (n - k))
+
+        def inject(module, args, output):
+            if ctl.step >= feature_steps:
+                return output
+            output = output.clone()
+            for pair in range(output.shape[0] // 2):
+                output[2 * pair + 1] = output[2 * pair]
+            return output
+        hook = unet.up_blocks[1].resnets[1].register_forward_hook(inject)
+        diff = None
         x = torch.cat([start, start])
         ctx = torch.cat([u, u, c_src, c_edit]) if g != 1.0 else torch.cat([c_src, c_edit])
         for i, t in enumerate(sch.timesteps[k:]):
@@ -263,6 +291,8 @@ def run(c):
             if g != 1.0:
                 eu, ec = out.chunk(2)
                 out = eu + g * (ec - eu)
+            d = (out[1] - out[0]).abs().mean(0)
+            diff = d if diff is None else diff + d
             x = sch.step(out, t, x, eta=0.0).prev_sample
             if c["inversion"] == "direct":
                 kg = k + i
@@ -271,6 +301,10 @@ def run(c):
                 x[1] = x[1] + (exact - x[0])
                 x[0] = exact
             x = ctl.blend(x)
+            if c.get("blend_auto") and i >= ctl.blend_start and float(diff.max()) > 0:
+                mask = (diff / diff.max() > THRESHOLD).float()
+                x[1] = x[0] + mask * (x[1] - x[0])
+        hook.remove()
         source, edited = x[:1], x[1:]
         print(f"   maps stored at {sorted(ctl.maps)} query tokens" if ctl.maps else "   no blend")
     if c["inversion"] == "direct" and c["attention"] != "none":

@@ -44,6 +44,16 @@ pub struct MethodArgs {
     /// dilated 3×3, normalised to its maximum and cut at 0.3, from 20 % of the steps on (p2p).
     #[arg(long, value_name = "WORD", num_args = 1..)]
     pub blend_words: Vec<String>,
+    /// Local blend without words: the mask is where the edit prompt changes the guided noise
+    /// prediction (|ε̂_edit − ε̂_source| averaged over channels, summed over steps, normalised to
+    /// its maximum and cut at 0.3), from 20 % of the steps on (p2p; not with --blend-words).
+    #[arg(long)]
+    pub blend_auto: bool,
+    /// Fraction of the sampling steps whose edit takes the source's features at the second up
+    /// block's second resnet (Plug-and-Play feature injection; 0.8 is the paper's): holds the
+    /// layout for edits of colour or material, keeps shapes from changing (p2p; default 0).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
+    pub feature_replace: f64,
 }
 
 impl MethodArgs {
@@ -58,6 +68,8 @@ impl MethodArgs {
             let p2p_only = [
                 ("--reweight", !self.reweight.is_empty()),
                 ("--blend-words", !self.blend_words.is_empty()),
+                ("--blend-auto", self.blend_auto),
+                ("--feature-replace", self.feature_replace != 0.0),
             ];
             if let Some((flag, _)) = p2p_only.iter().find(|(_, given)| *given) {
                 bail!("{flag} needs --attention p2p");
@@ -69,6 +81,8 @@ impl MethodArgs {
             self_replace: self.self_replace,
             reweight: self.reweight.clone(),
             blend_words: self.blend_words.clone(),
+            blend_auto: self.blend_auto,
+            feature_replace: self.feature_replace,
         };
         Ok((inversion, Some(options)))
     }
@@ -114,6 +128,8 @@ mod tests {
             self_replace: inversion::algorithms::p2p::DEFAULT_SELF_REPLACE,
             reweight: Vec::new(),
             blend_words: Vec::new(),
+            blend_auto: false,
+            feature_replace: 0.0,
         }
     }
 

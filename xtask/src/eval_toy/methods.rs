@@ -21,6 +21,9 @@ pub enum Method {
     /// `--start-step 0`, the default start step).
     #[value(name = "default")]
     Default,
+    /// `edit`'s defaults with the layout held: `--feature-replace 0.8 --blend-auto`.
+    #[value(name = "structure")]
+    Structure,
     /// The plain prompt swap (`edit --attention none`).
     #[value(name = "inversion")]
     Inversion,
@@ -59,6 +62,7 @@ impl Method {
     pub fn name(self) -> &'static str {
         match self {
             Method::Default => "default (direct+p2p, no blend)",
+            Method::Structure => "default + features 0.8, auto blend",
             Method::Inversion => "inversion",
             Method::Img2Img => "img2img",
             Method::Tutorial => "tutorial (off by one)",
@@ -98,6 +102,14 @@ impl Method {
             Method::NegativePromptP2p => (Inversion::NegativePrompt, p2p()),
             Method::DirectP2p => (Inversion::Direct, p2p()),
             Method::Default => (Inversion::Direct, o.attention.clone()),
+            Method::Structure => (
+                Inversion::Direct,
+                Some(P2pOptions {
+                    feature_replace: inversion::algorithms::p2p::PNP_FEATURE_REPLACE,
+                    blend_auto: true,
+                    ..o.attention.clone().unwrap_or_default()
+                }),
+            ),
             Method::NullText => (Inversion::NullText, None),
             Method::NullTextP2p => (Inversion::NullText, p2p()),
             Method::Img2Img | Method::Tutorial | Method::Vae => (Inversion::Ddim, None),

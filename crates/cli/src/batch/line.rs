@@ -27,6 +27,8 @@ pub struct JobLine {
     pub self_replace: Option<f64>,
     pub reweight: Option<Reweight>,
     pub blend_words: Option<Vec<String>>,
+    pub blend_auto: Option<bool>,
+    pub feature_replace: Option<f64>,
 }
 
 /// `reweight` as the flag writes it (`["fluffy=2"]`) or as a map (`{"fluffy": 2}`).
@@ -86,6 +88,12 @@ pub fn merge(l: &JobLine, common: &mut Common, settings: &mut EditSettings) -> R
     }
     if let Some(v) = &l.blend_words {
         method.blend_words = v.clone();
+    }
+    if let Some(v) = l.blend_auto {
+        method.blend_auto = v;
+    }
+    if let Some(v) = l.feature_replace {
+        method.feature_replace = named("feature_replace", parse_fraction(&v.to_string()))?;
     }
     Ok(())
 }

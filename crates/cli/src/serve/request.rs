@@ -51,6 +51,10 @@ pub struct EditRequest {
     pub reweight: Vec<Reweight>,
     #[serde(default)]
     pub blend_words: Vec<String>,
+    #[serde(default)]
+    pub blend_auto: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feature_replace: Option<f64>,
 }
 
 /// What the server's flags set: the defaults of the page's fields.
@@ -174,14 +178,15 @@ impl EditRequest {
                 .map(|r| (r.word.trim().to_string(), r.factor))
                 .collect(),
             blend_words: self.blend_words.clone(),
+            blend_auto: self.blend_auto,
+            feature_replace: fraction("feature_replace", self.feature_replace, 0.0)?,
         };
         args.method(Attention::P2p).map_err(|e| {
             let message = e.to_string();
-            let field = if message.starts_with("--reweight") {
-                "reweight"
-            } else {
-                "blend_words"
-            };
+            let field = ["reweight", "blend_auto", "feature_replace"]
+                .into_iter()
+                .find(|f| message.starts_with(&format!("--{}", f.replace('_', "-"))))
+                .unwrap_or("blend_words");
             bad(field, message.replace("--attention p2p", "attention `p2p`"))
         })
     }
@@ -249,9 +254,15 @@ pub fn command(image: &str, r: &EditRequest, o: &EditOptions, m: &ModelFlags) ->
         for (word, factor) in &a.reweight {
             flag("reweight", format!("{word}={factor}"));
         }
+        if a.feature_replace != 0.0 {
+            flag("feature-replace", a.feature_replace.to_string());
+        }
         if !a.blend_words.is_empty() {
             args.push("--blend-words".into());
             args.extend(a.blend_words.iter().map(|w| quote(w)));
+        }
+        if a.blend_auto {
+            args.push("--blend-auto".into());
         }
     }
     args.push("--out".into());

@@ -136,6 +136,9 @@ pub fn sample_branches(
             .as_deref_mut()
             .map(|ctl| ctl as &mut dyn sd_models::unet::AttentionControl);
         let out = p.guided_output_with(&x, t, &*cond.at_step(start_step + i)?, hook)?;
+        if let Some(ctl) = control.as_deref_mut() {
+            ctl.observe(&out);
+        }
         x = apply_step(&p.schedule().step(t, steps, 0.0)?, x, out);
         if let Some(path) = &source_path {
             // Global step k lands at τ_{k+1}: inverse entry steps−2−k, or x₀ after the last.

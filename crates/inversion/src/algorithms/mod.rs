@@ -9,6 +9,7 @@
 //! (0-based) is the latent at s_{j+1}. Sampling from start step k starts at entry N−1−k, the latent at
 //! τ_k, so an edit needs only the first N−k inverse steps.
 
+pub mod blend;
 pub mod branches;
 pub mod edit;
 pub mod invert;

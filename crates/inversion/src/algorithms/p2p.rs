@@ -13,12 +13,18 @@
 //!   steps so far at the finest resolution of at most [`MAX_CONTROLLED_TOKENS`] tokens, dilated by a
 //!   3×3 max filter, scaled to the latent size (nearest), divided by their maximum and cut at
 //!   [`BLEND_THRESHOLD`]; the union of both prompts' masks keeps the edit, the source latents fill
-//!   the rest, from step ⌊[`BLEND_START`]·n⌋ on.
-
-use std::collections::BTreeMap;
+//!   the rest, from step ⌊[`BLEND_START`]·n⌋ on;
+//! - or the local blend from the branches' difference ([`P2pOptions::blend_auto`], DiffEdit's
+//!   idea, Couairon et al., arXiv 2210.11427, without its extra passes): see [`super::blend`];
+//! - feature injection (Plug-and-Play, Tumanyan et al., arXiv 2211.12572): for
+//!   `i < ⌊feature_replace·n⌋` the edit's rows (unconditional and conditional) take the source's
+//!   output of the resnet at [`FEATURE_SITE`], which holds the layout while the text still sets
+//!   the appearance — for edits of colour or material, not of shape.
 
 use burn::tensor::{Int, Tensor, TensorData};
-use sd_models::unet::{AttentionControl, AttentionKind, AttentionSite};
+use sd_models::unet::{AttentionControl, AttentionKind, AttentionSite, ResnetSite};
+
+use super::blend::{Blend, DifferenceBlend, blend_words};
 
 use crate::error::{InversionError, Result};
 use crate::pipeline::Pipeline;
@@ -35,6 +41,14 @@ pub const MAX_CONTROLLED_TOKENS: usize = 256;
 pub const BLEND_THRESHOLD: f32 = 0.3;
 /// Fraction of the sampling steps after which the blend starts (P2P's 0.2).
 pub const BLEND_START: f64 = 0.2;
+/// Fraction of the steps whose features `--feature-replace` injects in Plug-and-Play (its τ_f).
+pub const PNP_FEATURE_REPLACE: f64 = 0.8;
+/// The resnet whose features `feature_replace` injects: `up_blocks[1].resnets[1]`, Plug-and-Play's
+/// (its "layer 4", 16×16 of SD's 64×64 latents).
+pub const FEATURE_SITE: ResnetSite = ResnetSite {
+    block: 1,
+    resnet: 1,
+};
 
 /// Settings of a Prompt-to-Prompt edit.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +59,10 @@ pub struct P2pOptions {
     pub reweight: Vec<(String, f64)>,
     /// Words of either prompt whose attention marks the region that may change.
     pub blend_words: Vec<String>,
+    /// The region that may change from where the branches' predictions differ, not from words.
+    pub blend_auto: bool,
+    /// Fraction of the sampling steps whose edit rows take the source's features (0: none).
+    pub feature_replace: f64,
 }
 
 impl Default for P2pOptions {
@@ -54,6 +72,8 @@ impl Default for P2pOptions {
             self_replace: DEFAULT_SELF_REPLACE,
             reweight: Vec::new(),
             blend_words: Vec::new(),
+            blend_auto: false,
+            feature_replace: 0.0,
         }
     }
 }
@@ -69,15 +89,8 @@ pub struct P2p {
     /// Per-token factors of the edit row, `[1, 1, 1, tokens]`.
     equalizer: Option<Tensor<4>>,
     blend: Option<Blend>,
-}
-
-/// The local blend's word masks and the maps summed so far.
-struct Blend {
-    /// `[2, 1, 1, tokens]`: 1 at the blend words' tokens of the source (row 0) and edit prompt.
-    words: Tensor<4>,
-    /// Query tokens → (`[2, tokens]` maps summed over heads, layers and steps).
-    maps: BTreeMap<usize, ([usize; 2], Tensor<2>)>,
-    start: usize,
+    difference: Option<DifferenceBlend>,
+    feature_steps: usize,
 }
 
 fn fraction(flag: &'static str, value: f64) -> Result<f64> {
@@ -102,6 +115,15 @@ impl P2p {
     ) -> Result<Self> {
         let cross = fraction("--cross-replace", o.cross_replace)?;
         let selfr = fraction("--self-replace", o.self_replace)?;
+        let features = fraction("--feature-replace", o.feature_replace)?;
+        if o.blend_auto && !o.blend_words.is_empty() {
+            return Err(InversionError::EditOption {
+                flag: "--blend-auto",
+                message:
+                    "takes its mask from the branches, not from --blend-words: give one of the two"
+                        .into(),
+            });
+        }
         let tok = p.tokenizer();
         let max = tok.max_length();
         let (src, dst) = (
@@ -119,15 +141,15 @@ impl P2p {
         let weight = refine.then(|| row(alignment.weight.clone()).reshape([1, 1, 1, max]));
         let source_ids: Vec<i64> = alignment.source.iter().map(|&i| i as i64).collect();
         let equalizer = equalizer(&dst, &o.reweight, max)?.map(|e| row(e).reshape([1, 1, 1, max]));
+        let start = (BLEND_START * steps as f64) as usize;
         let blend = if o.blend_words.is_empty() {
             None
         } else {
             let words = blend_words(&src, &dst, &o.blend_words, max)?;
-            Some(Blend {
-                words: Tensor::from_data(TensorData::new(words, [2, 1, 1, max]), device),
-                maps: BTreeMap::new(),
-                start: (BLEND_START * steps as f64) as usize,
-            })
+            Some(Blend::new(
+                Tensor::from_data(TensorData::new(words, [2, 1, 1, max]), device),
+                start,
+            ))
         };
         Ok(Self {
             step: 0,
@@ -137,6 +159,8 @@ impl P2p {
             weight,
             equalizer,
             blend,
+            difference: o.blend_auto.then(|| DifferenceBlend::new(start)),
+            feature_steps: (features * steps as f64) as usize,
         })
     }
 
@@ -160,56 +184,23 @@ impl P2p {
         }
     }
 
+    /// Before a sampling step: the branches' guided predictions `[2, C, h, w]` (source, edit),
+    /// which the blend from their difference sums.
+    pub fn observe(&mut self, prediction: &Tensor<4>) {
+        if let Some(d) = &mut self.difference {
+            d.observe(prediction);
+        }
+    }
+
     /// After a sampling step: `x` `[2, C, h, w]` (source, edit) with the edit row blended into the
     /// source's outside the mask, once the blend has started.
     pub fn blend(&self, x: Tensor<4>) -> Tensor<4> {
-        let Some(blend) = &self.blend else { return x };
-        if self.step < blend.start {
-            return x;
-        }
-        let Some((_, ([bh, bw], maps))) = blend.maps.last_key_value() else {
-            return x;
-        };
-        let [_, c, h, w] = x.dims();
-        let maps: Vec<f32> = maps.clone().into_data().try_to_vec().unwrap_or_default();
-        let q = bh * bw;
-        let (src, dst) = (maps.get(..q), maps.get(q..2 * q));
-        let (Some(src), Some(dst)) = (src, dst) else {
-            return x;
-        };
-        let (ms, me) = (mask(src, [*bh, *bw], [h, w]), mask(dst, [*bh, *bw], [h, w]));
-        let union: Vec<f32> = ms
-            .iter()
-            .zip(&me)
-            .map(|(a, b)| f32::from(*a || *b))
-            .collect();
-        let m = Tensor::<4>::from_data(TensorData::new(union, [1, 1, h, w]), &x.device());
-        let base = x.clone().slice([0..1, 0..c, 0..h, 0..w]);
-        let edit = x.clone().slice([1..2, 0..c, 0..h, 0..w]);
-        let blended = base.clone() + m * (edit - base);
-        x.slice_assign([1..2, 0..c, 0..h, 0..w], blended)
-    }
-}
-
-/// The normalised, dilated, thresholded mask of one `[bh, bw]` map at latent size `[h, w]`.
-fn mask(map: &[f32], [bh, bw]: [usize; 2], [h, w]: [usize; 2]) -> Vec<bool> {
-    let mut pooled = vec![f32::NEG_INFINITY; bh * bw];
-    for y in 0..bh {
-        for x in 0..bw {
-            for yy in y.saturating_sub(1)..(y + 2).min(bh) {
-                for xx in x.saturating_sub(1)..(x + 2).min(bw) {
-                    pooled[y * bw + x] = pooled[y * bw + x].max(map[yy * bw + xx]);
-                }
-            }
+        match (&self.blend, &self.difference) {
+            (Some(b), _) => b.apply(x, self.step),
+            (None, Some(d)) => d.apply(x, self.step),
+            (None, None) => x,
         }
     }
-    let up: Vec<f32> = (0..h * w)
-        .map(|i| pooled[(i / w) * bh / h * bw + (i % w) * bw / w])
-        .collect();
-    let max = up.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    up.iter()
-        .map(|v| max > 0.0 && v / max > BLEND_THRESHOLD)
-        .collect()
 }
 
 /// Per-token factors of the edited prompt, or `None` without re-weighting.
@@ -239,28 +230,6 @@ fn equalizer(
     Ok(Some(e))
 }
 
-/// `[2·max]` word masks of the blend words for the source and edited prompt.
-fn blend_words(
-    src: &PromptTokens,
-    dst: &PromptTokens,
-    words: &[String],
-    max: usize,
-) -> Result<Vec<f32>> {
-    let mut out = vec![0.0f32; 2 * max];
-    for word in words {
-        let (a, b) = (src.positions(word), dst.positions(word));
-        if a.is_empty() && b.is_empty() {
-            return Err(InversionError::EditOption {
-                flag: "--blend-words",
-                message: format!("{word:?} is in neither the source nor the edited prompt"),
-            });
-        }
-        a.into_iter().for_each(|i| out[i] = 1.0);
-        b.into_iter().for_each(|i| out[max + i] = 1.0);
-    }
-    Ok(out)
-}
-
 impl AttentionControl for P2p {
     fn wants(&self, site: &AttentionSite) -> bool {
         let small = site.tokens() <= MAX_CONTROLLED_TOKENS;
@@ -285,16 +254,7 @@ impl AttentionControl for P2p {
             && site.tokens() <= MAX_CONTROLLED_TOKENS
             && let Some(blend) = &mut self.blend
         {
-            let cond = probs.clone().slice([s..b, 0..h, 0..q, 0..k]);
-            let m = (cond * blend.words.clone())
-                .sum_dim(3)
-                .sum_dim(1)
-                .reshape([2, q]);
-            let entry = blend
-                .maps
-                .entry(q)
-                .or_insert_with(|| ([site.height, site.width], m.zeros_like()));
-            entry.1 = entry.1.clone() + m;
+            blend.observe(site, probs.clone().slice([s..b, 0..h, 0..q, 0..k]));
         }
         let new = if cross && self.step < self.cross_steps {
             self.replace_cross(row(s), row(e))
@@ -305,27 +265,25 @@ impl AttentionControl for P2p {
         };
         probs.slice_assign([e..e + 1, 0..h, 0..q, 0..k], new)
     }
+
+    fn features(&mut self, site: ResnetSite, features: Tensor<4>) -> Tensor<4> {
+        if site != FEATURE_SITE || self.step >= self.feature_steps {
+            return features;
+        }
+        // Rows [source, edit] at guidance 1, else [u_source, u_edit, source, edit].
+        let [b, c, h, w] = features.dims();
+        (0..b / 2).fold(features.clone(), |out, pair| {
+            let source = features
+                .clone()
+                .slice([2 * pair..2 * pair + 1, 0..c, 0..h, 0..w]);
+            out.slice_assign([2 * pair + 1..2 * pair + 2, 0..c, 0..h, 0..w], source)
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Worked by hand: one peak in a 4×4 map dilates to the 2×2 corner, which the nearest 2×
-    /// resize makes the 4×4 corner of the 8×8 latent; 0.1 of the maximum is under the threshold.
-    #[test]
-    fn the_blend_mask_is_the_dilated_peak_at_latent_size() {
-        let mut map = vec![0.1f32; 16];
-        map[0] = 1.0;
-        let m = mask(&map, [4, 4], [8, 8]);
-        for y in 0..8 {
-            for x in 0..8 {
-                assert_eq!(m[y * 8 + x], y < 4 && x < 4, "({y}, {x})");
-            }
-        }
-        // No attention at all gives no mask rather than NaN.
-        assert!(mask(&[0.0; 4], [2, 2], [4, 4]).iter().all(|v| !v));
-    }
 
     #[test]
     fn fractions_outside_the_unit_interval_are_refused() {

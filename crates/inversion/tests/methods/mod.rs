@@ -34,6 +34,8 @@ fn options(case: &Value) -> EditOptions {
         self_replace: f("self_replace"),
         reweight,
         blend_words: words("blend_words"),
+        blend_auto: case["blend_auto"].as_bool().unwrap_or(false),
+        feature_replace: case["feature_replace"].as_f64().unwrap_or(0.0),
     });
     EditOptions {
         start_step: case["start_step"].as_u64().unwrap() as usize,

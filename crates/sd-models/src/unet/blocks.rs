@@ -140,7 +140,7 @@ impl UpBlock {
             let skip = skips
                 .pop()
                 .expect("the UNet pushes one skip per up-block resnet");
-            x = resnet.forward(Tensor::cat(vec![x, skip], 1), Some(temb));
+            x = hooks.up_resnet(resnet.forward(Tensor::cat(vec![x, skip], 1), Some(temb)));
             if let Some(attn) = self.attentions.get(i) {
                 x = attn.forward(x, context, hooks);
             }

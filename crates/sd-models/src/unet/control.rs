@@ -1,6 +1,7 @@
 //! Attention control: a value the caller passes down one UNet forward pass to observe and replace
 //! the attention probabilities of the layers it chooses — what Prompt-to-Prompt (Hertz et al.,
-//! arXiv 2208.01626) is built on. diffusers' `AttnProcessor` and prompt-to-prompt's
+//! arXiv 2208.01626) is built on — and the features of the up path's resnets, what Plug-and-Play
+//! feature injection (Tumanyan et al., arXiv 2211.12572) is built on. diffusers' `AttnProcessor` and prompt-to-prompt's
 //! `AttentionControl` are the hooks it mirrors; here it is an argument, never global state.
 //!
 //! Layers the control declines, and every layer of a pass without a control, run the fused
@@ -43,6 +44,14 @@ impl AttentionSite {
     }
 }
 
+/// Where a resnet of the up path sits: `resnet` of `UpBlock` number `block`, both 0-based in
+/// forward order (`up_blocks[block].resnets[resnet]` in diffusers' names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ResnetSite {
+    pub block: usize,
+    pub resnet: usize,
+}
+
 /// Observes and replaces attention probabilities, layer by layer, within one UNet pass. The
 /// caller keeps any state across passes (the denoising step, stored maps) in the value itself.
 pub trait AttentionControl {
@@ -55,6 +64,16 @@ pub trait AttentionControl {
     /// # Shapes
     /// - probs, output: `[batch, heads, query_tokens, key_tokens]`, f32
     fn control(&mut self, site: &AttentionSite, probs: Tensor<4>) -> Tensor<4>;
+
+    /// Receives the output of the up-path resnet at `site` and returns the features the UNet goes
+    /// on with; the default keeps them.
+    ///
+    /// # Shapes
+    /// - features, output: `[batch, channels, height, width]`, the UNet's dtype
+    fn features(&mut self, site: ResnetSite, features: Tensor<4>) -> Tensor<4> {
+        let _ = site;
+        features
+    }
 }
 
 /// Carries an optional control through one forward pass and numbers the layers it passes.
@@ -62,6 +81,8 @@ pub struct Hooks<'a> {
     control: Option<&'a mut dyn AttentionControl>,
     place: Place,
     counts: [usize; 2],
+    /// The up block being run (`None` before the first) and the resnets it has run.
+    up: Option<ResnetSite>,
 }
 
 impl<'a> Hooks<'a> {
@@ -71,6 +92,7 @@ impl<'a> Hooks<'a> {
             control: None,
             place: Place::Down,
             counts: [0; 2],
+            up: None,
         }
     }
 
@@ -83,6 +105,27 @@ impl<'a> Hooks<'a> {
 
     pub(crate) fn enter(&mut self, place: Place) {
         self.place = place;
+        if place == Place::Up {
+            self.up = Some(ResnetSite {
+                block: self.up.map_or(0, |s| s.block + 1),
+                resnet: 0,
+            });
+        }
+    }
+
+    /// The output of the next resnet of the current up block, through the control if there is one.
+    pub(crate) fn up_resnet(&mut self, features: Tensor<4>) -> Tensor<4> {
+        let Some(site) = self.up else {
+            return features;
+        };
+        self.up = Some(ResnetSite {
+            resnet: site.resnet + 1,
+            ..site
+        });
+        match self.control.as_deref_mut() {
+            Some(control) => control.features(site, features),
+            None => features,
+        }
     }
 
     /// The next layer of `kind` at a `height × width` map, and the control if it wants that layer.

@@ -15,7 +15,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::{DType, Device, Tensor};
 
 pub use config::{PerBlock, UNetConfig};
-pub use control::{AttentionControl, AttentionKind, AttentionSite, Hooks, Place};
+pub use control::{AttentionControl, AttentionKind, AttentionSite, Hooks, Place, ResnetSite};
 
 use crate::cpu::{conv2d_forward, group_norm_silu};
 use crate::error::{ModelError, Result};
