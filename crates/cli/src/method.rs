@@ -133,6 +133,25 @@ mod tests {
         }
     }
 
+    /// The flags that act on the source branch are refused without attention control, by name.
+    #[test]
+    fn structure_flags_need_attention_control() {
+        let mut a = args(None, Some(Attention::None));
+        a.blend_auto = true;
+        let e = a.method(Attention::P2p).unwrap_err().to_string();
+        assert_eq!(e, "--blend-auto needs --attention p2p");
+        a.blend_auto = false;
+        a.feature_replace = 0.8;
+        let e = a.method(Attention::P2p).unwrap_err().to_string();
+        assert_eq!(e, "--feature-replace needs --attention p2p");
+        let (_, p2p) = args(None, None).method(Attention::P2p).unwrap();
+        assert_eq!(
+            p2p.map(|o| (o.blend_auto, o.feature_replace)),
+            Some((false, 0.0))
+        );
+        assert!(parse_fraction("1.5").is_err());
+    }
+
     /// With no method flag, `edit` is Prompt-to-Prompt over direct inversion and `sample` a plain
     /// DDIM continuation; `--attention none` alone brings `ddim` back with it.
     #[test]

@@ -14,13 +14,14 @@
 //!   word that marks the region, and an edit prompt equal to the source gives an empty mask.
 //!
 //! [`MAX_CONTROLLED_TOKENS`]: super::p2p::MAX_CONTROLLED_TOKENS
+//! [`BLEND_START`]: super::p2p::BLEND_START
 
 use std::collections::BTreeMap;
 
 use burn::tensor::{Tensor, TensorData};
 use sd_models::unet::AttentionSite;
 
-pub use super::p2p::{BLEND_START, BLEND_THRESHOLD};
+use super::p2p::BLEND_THRESHOLD;
 use crate::error::{InversionError, Result};
 use crate::words::PromptTokens;
 
