@@ -163,13 +163,18 @@ pub fn toy_job(image: &str, edit: &str, start: usize) -> Value {
 
 /// `ddim-edit edit` with the toy model and the same settings: the PNG's bytes.
 pub fn cli_edit(edit: &str, start: usize) -> Vec<u8> {
+    cli_edit_with(edit, start, &[])
+}
+
+/// [`cli_edit`] with further flags of `edit`.
+pub fn cli_edit_with(edit: &str, start: usize, flags: &[&str]) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let (image, out) = (
         fixtures().join("images/toy.png"),
         dir.path().join("out.png"),
     );
     let start = start.to_string();
-    let o = run(&[
+    let mut args = vec![
         "edit",
         "-q",
         "--model",
@@ -186,7 +191,9 @@ pub fn cli_edit(edit: &str, start: usize) -> Vec<u8> {
         &start,
         "--out",
         out.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(flags);
+    let o = run(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     std::fs::read(out).unwrap()
 }

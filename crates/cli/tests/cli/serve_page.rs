@@ -1,16 +1,20 @@
 //! The page of `ddim-edit serve` in headless Chromium, driven by `web/e2e/page.mjs`
 //! (playwright-core): the edit a user makes on the page downloads the same PNG as `ddim-edit
-//! edit`, a second edit reuses the inversion, cancelling works and bad uploads show the server's
-//! error. Needs Node, `npm ci` in `crates/cli/web` and Debian's chromium, which `.ci/run`
-//! installs; without them the test says so and passes, except under CI (`CI` set), where it fails.
+//! edit`, a second edit reuses the inversion and holds the layout as the CLI's flags do,
+//! cancelling works and bad uploads show the server's error. Needs Node, `npm ci` in
+//! `crates/cli/web` and Debian's chromium, which `.ci/run` installs; without them the test says
+//! so and passes, except under CI (`CI` set), where it fails.
 
 use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 
-use super::serve::{Server, cli_edit};
+use super::serve::{Server, cli_edit, cli_edit_with};
 use super::{TOY_EDIT, fixtures, stderr};
+
+/// The page's second edit prompt.
+const GREEN: &str = "a green triangle on a textured background";
 
 fn missing() -> Option<String> {
     let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
@@ -83,6 +87,16 @@ fn the_page_edits_like_the_cli_reuses_the_inversion_cancels_and_shows_errors() {
     // The PNG the page downloads is the CLI's, byte for byte.
     let page = std::fs::read(out.join("page.png")).unwrap();
     assert_eq!(page, cli_edit(TOY_EDIT, 3));
+    // The second edit, with feature injection and the auto blend set on the page, is the CLI's
+    // with those flags.
+    let second = report["secondCommand"].as_str().unwrap();
+    let held = ["--feature-replace", "0.8", "--blend-auto"];
+    assert!(
+        second.contains("--feature-replace 0.8") && second.contains("--blend-auto"),
+        "{second}"
+    );
+    let page = std::fs::read(out.join("page-2.png")).unwrap();
+    assert_eq!(page, cli_edit_with(GREEN, 3, &held));
     assert!(out.join("screenshot.png").is_file());
 }
 

@@ -105,6 +105,8 @@ function request() {
             return { word, factor: Number(factor) };
         });
         body.blend_words = words(input("blend-words").value);
+        body.feature_replace = num("feature-replace");
+        body.blend_auto = input("blend-auto").checked;
     }
     return body;
 }

@@ -1,9 +1,10 @@
 // End-to-end run of the page of `ddim-edit serve` in headless Chromium (playwright-core):
 //   node page.mjs URL PHOTO OUTDIR
 // Uploads PHOTO, types the toy prompts, runs an edit and watches its progress, downloads the
-// result, runs a second edit of the same photo, cancels a long one, and tries a non-image and an
-// oversize upload. Writes OUTDIR/page.png (the first edit's download), OUTDIR/screenshot.png and
-// prints a JSON report on stdout; the Rust test `serve_page` checks it against the CLI.
+// result, runs a second edit of the same photo with the layout held, cancels a long one, and
+// tries a non-image and an oversize upload. Writes OUTDIR/page.png and page-2.png (the two
+// edits' downloads), OUTDIR/screenshot.png and prints a JSON report on stdout; the Rust test
+// `serve_page` checks it against the CLI.
 import { chromium } from "playwright-core";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -57,17 +58,25 @@ try {
   };
   const first = await run();
   report.first = first;
-  const href = await page.getAttribute("#download", "href");
-  const bytes = await page.evaluate(async (h) => Array.from(new Uint8Array(await (await fetch(h)).arrayBuffer())), href);
-  writeFileSync(join(out, "page.png"), Buffer.from(bytes));
+  const download = async (name) => {
+    const href = await page.getAttribute("#download", "href");
+    const bytes = await page.evaluate(async (h) => Array.from(new Uint8Array(await (await fetch(h)).arrayBuffer())), href);
+    writeFileSync(join(out, name), Buffer.from(bytes));
+  };
+  await download("page.png");
   report.firstReuse = await page.textContent("#reuse");
   report.command = await page.textContent("#command");
   await page.screenshot({ path: join(out, "screenshot.png"), fullPage: true });
 
   // A second edit of the same photo reuses its inversion.
+  // …with the layout held: feature injection and the blend from the branches' difference.
   await page.fill("#edit-prompt", "a green triangle on a textured background");
+  await page.fill("#feature-replace", "0.8");
+  await page.check("#blend-auto");
   report.second = await run();
   report.secondReuse = await page.textContent("#reuse");
+  report.secondCommand = await page.textContent("#command");
+  await download("page-2.png");
   report.history = await page.$$eval("#history li", (items) => items.length);
 
   // A long edit, cancelled once it runs.

@@ -127,6 +127,8 @@ function request(): Record<string, unknown> {
       return { word, factor: Number(factor) };
     });
     body.blend_words = words(input("blend-words").value);
+    body.feature_replace = num("feature-replace");
+    body.blend_auto = input("blend-auto").checked;
   }
   return body;
 }
