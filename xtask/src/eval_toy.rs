@@ -5,14 +5,15 @@
 //! - Reconstruction: invert with the scene's caption, sample back from step 0 with the same
 //!   caption; PSNR against the input, for several step counts at guidance 1 and 3.5.
 //! - Colour edits ("a red circle …" → "a blue circle …") and shape edits ("… circle …" →
-//!   "… square …"), and on request (`--edits none`) the caption kept unchanged, which measures
-//!   what a method alone loses; each by three methods at equal settings (N, k, guidance):
+//!   "… square …"), and on request background edits ("… on a white background" → "… on a
+//!   black background": the whole picture but the shape changes) and the caption kept unchanged
+//!   (`--edits none`), which measures what a method alone loses; each by three methods at equal settings (N, k, guidance):
 //!   `inversion` (the plain prompt swap), `img2img` (the clean latent noised to τ_k with fresh
 //!   noise, then the same sampler), and `tutorial` (the diffusion course notebook's indexing: all
 //!   inverse steps, then the latent one step less noisy than τ_k). Scored by pixel statistics
 //!   (see `metrics.rs`): success (the edited attribute classified as the target), IoU of the
 //!   shape's mask before/after (also over the small shapes alone, radius ≤ 12 px), PSNR outside
-//!   the shape(s) (dilated by 2 px). Alongside: the IoU an exact edit would score (below 1 for
+//!   the shape(s) (dilated by 2 px; for background edits, inside the shape, eroded by 2 px). Alongside: the IoU an exact edit would score (below 1 for
 //!   shape edits: the new shape drawn with the old one's centre and radius), and in how many
 //!   scenes inversion or img2img keeps the higher IoU.
 //!
@@ -79,10 +80,10 @@ pub struct Args {
     /// `ddim-edit edit --self-replace`).
     #[arg(long, value_name = "F", default_value_t = inversion::algorithms::p2p::DEFAULT_SELF_REPLACE)]
     self_replace: f64,
-    /// Comma-separated edit kinds: colour, shape, none (none keeps the caption: what the method
-    /// alone loses).
+    /// Comma-separated edit kinds: colour, shape, background, none (none keeps the caption: what
+    /// the method alone loses).
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_values = ["colour", "shape"],
-          value_parser = ["colour", "shape", "none"])]
+          value_parser = ["colour", "shape", "background", "none"])]
     edits: Vec<String>,
     /// Comma-separated methods.
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_enum,
@@ -295,7 +296,7 @@ mod tests {
     fn bad_arguments_are_clear_errors() {
         let e = parse(&["--edits", "size"]).err().unwrap().to_string();
         assert!(
-            e.contains("'size'") && e.contains("colour, shape, none"),
+            e.contains("'size'") && e.contains("colour, shape, background, none"),
             "{e}"
         );
         let e = parse(&["--methods", "sdedit"]).err().unwrap().to_string();

@@ -1,5 +1,6 @@
-//! The edits of one kind (colour, shape, or the caption kept) over the held-out scenes, by each
-//! method, scored by pixel statistics (`metrics.rs`), and the report rows they give.
+//! The edits of one kind (colour, shape, background, or the caption kept) over the held-out
+//! scenes, by each method, scored by pixel statistics (`metrics.rs`), and the report rows they
+//! give.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::methods::{Inversions, Method, edit};
-use super::metrics::{Palette, dilate, iou, psnr, render, shape_of};
+use super::metrics::{Palette, dilate, iou, nearest_background, psnr, render, shape_of};
 use super::{Options, SMALL_RADIUS};
 
 /// `scenes.json` of the held-out set.
@@ -60,6 +61,8 @@ pub struct Example {
 struct Score {
     success: f64,
     iou: f64,
+    /// Over what the edit should keep: outside the shapes, or for background edits inside the
+    /// shape (eroded by 2 px).
     psnr_outside: f64,
     /// Over the whole image (with edit "none": the method's reconstruction).
     psnr: f64,
@@ -92,6 +95,7 @@ pub struct Edits<'a> {
     scenes: &'a [Scene],
     options: EditOptions,
     colour_names: Vec<String>,
+    background_names: Vec<String>,
     /// Which scenes have a small shape (radius ≤ [`SMALL_RADIUS`]).
     small: Vec<bool>,
     /// Each scene's inversion, shared by the edit kinds and methods that sample from it.
@@ -128,6 +132,7 @@ impl<'a> Edits<'a> {
                 ..EditOptions::plain(o.steps)
             },
             colour_names: heldout.colours.keys().cloned().collect(),
+            background_names: heldout.backgrounds.keys().cloned().collect(),
             small: scenes.iter().map(|s| s.r <= SMALL_RADIUS).collect(),
             inversions: Inversions::default(),
         }
@@ -161,12 +166,16 @@ impl<'a> Edits<'a> {
         })
     }
 
-    /// The edited attribute's old and new value in scene `s`: a colour, a shape, or the colour
-    /// kept (`none`).
+    /// The edited attribute's old and new value in scene `s`: a colour, a shape, a background,
+    /// or the colour kept (`none`).
     fn swap<'s>(&'s self, kind: &str, s: &'s Scene) -> (&'s str, &'s str) {
         match kind {
             "colour" => (s.colour.as_str(), next(&self.colour_names, &s.colour)),
             "shape" => (s.shape.as_str(), next(&self.heldout.shapes, &s.shape)),
+            "background" => (
+                s.background.as_str(),
+                next(&self.background_names, &s.background),
+            ),
             _ => (s.colour.as_str(), s.colour.as_str()),
         }
     }
@@ -190,7 +199,12 @@ impl<'a> Edits<'a> {
                 "shape" => iou(&mask, &render(to, s.cx, s.cy, s.r, size)),
                 _ => 1.0,
             });
-            let pal = self.palette(&s.background)?;
+            // Shape pixels are told from the background the edited picture should have.
+            let pal = self.palette(if kind == "background" {
+                to
+            } else {
+                &s.background
+            })?;
             for &method in &o.methods {
                 let seed = o.seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
                 let (out, cost) = edit(
@@ -239,16 +253,25 @@ impl<'a> Edits<'a> {
     ) -> Score {
         let size = self.heldout.size;
         let fg = pal.foreground(out);
-        let success = match kind {
-            "colour" | "none" => pal.colour(out, 10) == Some(to),
-            _ => shape_of(&fg, size, &self.heldout.shapes) == Some(to),
-        };
         let union: Vec<bool> = mask.iter().zip(&fg).map(|(a, b)| *a || *b).collect();
         let outside: Vec<bool> = dilate(&union, size, 2).iter().map(|m| !m).collect();
+        let success = match kind {
+            "colour" | "none" => pal.colour(out, 10) == Some(to),
+            "background" => {
+                nearest_background(out, &outside, &self.heldout.backgrounds) == Some(to)
+            }
+            _ => shape_of(&fg, size, &self.heldout.shapes) == Some(to),
+        };
+        let kept = if kind == "background" {
+            let not_mask: Vec<bool> = mask.iter().map(|m| !m).collect();
+            dilate(&not_mask, size, 2).iter().map(|m| !m).collect()
+        } else {
+            outside
+        };
         Score {
             success: f64::from(u8::from(success)),
             iou: iou(mask, &fg),
-            psnr_outside: psnr(img, out, Some(&outside)),
+            psnr_outside: psnr(img, out, Some(&kept)),
             psnr: psnr(img, out, None),
             unet_calls: 0.0,
             seconds: 0.0,

@@ -21,6 +21,9 @@ pub enum Method {
     /// `--start-step 0`, the default start step).
     #[value(name = "default")]
     Default,
+    /// `edit`'s defaults with the local blend from the branches' difference: `--blend-auto`.
+    #[value(name = "blend")]
+    Blend,
     /// `edit`'s defaults with the layout held: `--feature-replace 0.8 --blend-auto`.
     #[value(name = "structure")]
     Structure,
@@ -62,6 +65,7 @@ impl Method {
     pub fn name(self) -> &'static str {
         match self {
             Method::Default => "default (direct+p2p, no blend)",
+            Method::Blend => "default + auto blend",
             Method::Structure => "default + features 0.8, auto blend",
             Method::Inversion => "inversion",
             Method::Img2Img => "img2img",
@@ -102,6 +106,13 @@ impl Method {
             Method::NegativePromptP2p => (Inversion::NegativePrompt, p2p()),
             Method::DirectP2p => (Inversion::Direct, p2p()),
             Method::Default => (Inversion::Direct, o.attention.clone()),
+            Method::Blend => (
+                Inversion::Direct,
+                Some(P2pOptions {
+                    blend_auto: true,
+                    ..o.attention.clone().unwrap_or_default()
+                }),
+            ),
             Method::Structure => (
                 Inversion::Direct,
                 Some(P2pOptions {

@@ -2,6 +2,8 @@
 //! mask IoU and PSNR. The colour prototypes and shape geometry are those of
 //! `tests/reference/toy_shapes.py`, read from the held-out set's `scenes.json`.
 
+use std::collections::BTreeMap;
+
 use image::RgbImage;
 
 /// Shape geometry as `toy_shapes.py` draws it (circumradius `r`, centre `cx, cy`).
@@ -154,6 +156,31 @@ pub fn dilate(mask: &[bool], size: usize, r: usize) -> Vec<bool> {
     out
 }
 
+/// The background whose colour is nearest the mean colour of `img` over `region` (`None` for an
+/// empty region).
+pub fn nearest_background<'a>(
+    img: &RgbImage,
+    region: &[bool],
+    backgrounds: &'a BTreeMap<String, [f64; 3]>,
+) -> Option<&'a str> {
+    let (mut sum, mut n) = ([0.0; 3], 0usize);
+    for (p, _) in img.pixels().zip(region).filter(|(_, r)| **r) {
+        for (s, v) in sum.iter_mut().zip(p.0) {
+            *s += f64::from(v);
+        }
+        n += 1;
+    }
+    if n == 0 {
+        return None;
+    }
+    let m = sum.map(|v| v / n as f64);
+    let d2 = |b: &[f64; 3]| (0..3).map(|c| (m[c] - b[c]).powi(2)).sum::<f64>();
+    backgrounds
+        .iter()
+        .min_by(|a, b| d2(a.1).total_cmp(&d2(b.1)))
+        .map(|(name, _)| name.as_str())
+}
+
 /// PSNR in dB between two images over the pixels where `keep` is true (all if `None`).
 pub fn psnr(a: &RgbImage, b: &RgbImage, keep: Option<&[bool]>) -> f64 {
     let (mut se, mut n) = (0.0, 0usize);
@@ -192,6 +219,31 @@ mod tests {
                 assert_eq!(shape_of(&mask, 64, &shapes), Some(s), "{s} r={r}");
             }
         }
+    }
+
+    #[test]
+    fn the_background_is_the_mean_colour_of_its_region() {
+        let backgrounds: BTreeMap<String, [f64; 3]> = [
+            ("white", [245.0; 3]),
+            ("gray", [128.0; 3]),
+            ("black", [20.0; 3]),
+        ]
+        .map(|(n, c)| (n.to_string(), c))
+        .into();
+        // Left half white, right half black: the mean of both halves (132.5) is gray's.
+        let img = RgbImage::from_fn(4, 2, |x, _| image::Rgb([if x < 2 { 245 } else { 20 }; 3]));
+        let left = [true, true, false, false, true, true, false, false];
+        let right = left.map(|l| !l);
+        assert_eq!(nearest_background(&img, &left, &backgrounds), Some("white"));
+        assert_eq!(
+            nearest_background(&img, &right, &backgrounds),
+            Some("black")
+        );
+        assert_eq!(
+            nearest_background(&img, &[true; 8], &backgrounds),
+            Some("gray")
+        );
+        assert_eq!(nearest_background(&img, &[false; 8], &backgrounds), None);
     }
 
     #[test]

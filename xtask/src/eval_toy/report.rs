@@ -80,6 +80,10 @@ fn edits(report: &Value) -> String {
             num(&r["seconds"])
         );
     }
+    if rows(&report["edits"]).any(|r| r["edit"] == "background") {
+        t +=
+            "\n(background edits: PSNR outside is over the inside of the shape, which they keep)\n";
+    }
     t.push('\n');
     t
 }
