@@ -7,15 +7,16 @@
 //! - Colour edits ("a red circle …" → "a blue circle …") and shape edits ("… circle …" →
 //!   "… square …"), and on request background edits ("… on a white background" → "… on a
 //!   black background": the whole picture but the shape changes) and the caption kept unchanged
-//!   (`--edits none`), which measures what a method alone loses; each by three methods at equal settings (N, k, guidance):
-//!   `inversion` (the plain prompt swap), `img2img` (the clean latent noised to τ_k with fresh
-//!   noise, then the same sampler), and `tutorial` (the diffusion course notebook's indexing: all
-//!   inverse steps, then the latent one step less noisy than τ_k). Scored by pixel statistics
-//!   (see `metrics.rs`): success (the edited attribute classified as the target), IoU of the
-//!   shape's mask before/after (also over the small shapes alone, radius ≤ 12 px), PSNR outside
-//!   the shape(s) (dilated by 2 px; for background edits, inside the shape, eroded by 2 px). Alongside: the IoU an exact edit would score (below 1 for
-//!   shape edits: the new shape drawn with the old one's centre and radius), and in how many
-//!   scenes inversion or img2img keeps the higher IoU.
+//!   (`--edits none`), which measures what a method alone loses; each by three methods at equal
+//!   settings (N, k, guidance): `inversion` (the plain prompt swap), `img2img` (the clean latent
+//!   noised to τ_k with fresh noise, then the same sampler), and `tutorial` (the diffusion course
+//!   notebook's indexing: all inverse steps, then the latent one step less noisy than τ_k).
+//!   Scored by pixel statistics (see `metrics.rs`): success (the edited attribute classified as
+//!   the target), IoU of the shape's mask before/after (also over the small shapes alone, radius
+//!   ≤ 12 px), PSNR outside the shape(s) (dilated by 2 px; for background edits, inside the
+//!   shape, eroded by 2 px). Alongside: the IoU an exact edit would score (below 1 for shape
+//!   edits: the new shape drawn with the old one's centre and radius), and in how many scenes
+//!   inversion or img2img keeps the higher IoU.
 //!
 //! The methods that invert sample from one inversion of each scene (`methods::Inversions`, with
 //! null-text's embeddings optimised once per scene); each edit still reports the seconds and UNet
