@@ -7,9 +7,9 @@
 //! machine-readable. Models are the full-size presets with random weights: no files are needed
 //! besides the committed scheduler config and CLIP vocabulary under `tests/fixtures`.
 //!
-//! Numbers need optimised code, and `cargo xtask` builds the dev profile (our crates at
-//! opt-level 0, dependencies at 3, debug assertions on everywhere), so a dev build re-runs itself
-//! as `cargo run --release -p xtask -- bench …` unless `--dev` is given.
+//! Numbers need release code, and `cargo xtask` builds the dev profile (optimised, but with debug
+//! assertions and overflow checks everywhere), so a dev build re-runs itself as
+//! `cargo run --release -p xtask -- bench …` unless `--dev` is given.
 
 mod compare;
 mod flops;
